@@ -1,0 +1,212 @@
+// host/formats/orbax/checkpoint.h - Orbax PyTree checkpoints as MaxText
+// writes and reads them.
+//
+// On disk (shared/docs/orbax-format.md §1):
+//
+//   <root>/0/_CHECKPOINT_METADATA      step metadata (JSON)
+//   <root>/0/commit_success.txt
+//   <root>/0/items/_METADATA           the tree: one entry per leaf
+//   <root>/0/items/commit_success.txt
+//   <root>/0/items/<param name>/...    zarr arrays (without OCDBT)
+//
+// MaxText's tree is {step, params: {params: {...weights...}}, opt_state: {}},
+// so weights are named `params.params.decoder.layers...`.
+//
+// Reading accepts the checkpoint root (with one numeric step directory, or
+// several: the highest is taken), a step directory (holding `items/`) or the
+// item directory itself (holding `_METADATA`), which is what MaxText's
+// `load_parameters_path` points at.
+//
+// This version reads and writes items without OCDBT; an item that uses OCDBT
+// is refused with an Unsupported error that says so.
+#ifndef CKPTBRIDGE_HOST_FORMATS_ORBAX_CHECKPOINT_H_
+#define CKPTBRIDGE_HOST_FORMATS_ORBAX_CHECKPOINT_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "host/base/dtype.h"
+#include "host/base/shape.h"
+#include "host/base/status.h"
+#include "host/formats/orbax/kvstore.h"
+#include "host/formats/orbax/zarr.h"
+
+namespace ckptbridge::orbax {
+
+// key_type values of _METADATA's key_metadata.
+inline constexpr int kKeyTypeSequence = 1;
+inline constexpr int kKeyTypeDict = 2;
+
+struct LeafMetadata {
+  std::vector<std::string> keys;  // the key path, e.g. {"params", "params", "decoder", ...}
+  std::vector<int> key_types;     // kKeyTypeSequence / kKeyTypeDict, one per key
+  std::string value_type;         // "jax.Array", "np.ndarray", "scalar", "Dict", ...
+  bool skip_deserialize = false;
+  std::optional<Shape> write_shape;
+
+  // The parameter name: keys joined with '.'.
+  std::string name() const;
+  // True for leaves that hold array data (jax.Array, np.ndarray, scalar).
+  bool is_array() const;
+};
+
+// The `_METADATA` file.
+struct TreeMetadata {
+  std::vector<LeafMetadata> leaves;  // sorted by name
+  std::optional<bool> use_ocdbt;     // absent in older files
+  bool use_zarr3 = false;            // absent means zarr v2
+  bool store_array_data_equal_to_fill_value = false;
+  nlohmann::json custom_metadata;  // null when absent
+
+  static Result<TreeMetadata> Parse(std::string_view text, std::string_view label);
+  // JSON as Orbax writes it: tree_metadata keyed by Python's str(tuple(keys)).
+  std::string ToJson() const;
+};
+
+// Where an item was found.
+struct ItemLocation {
+  std::filesystem::path item_dir;  // holds _METADATA
+  std::filesystem::path step_dir;  // empty for a bare item
+  std::optional<int64_t> step;
+};
+
+// Resolves a root, step or item directory to the item directory. Errors say
+// what was expected ("no _METADATA, items/_METADATA or numeric step directory
+// in <path>") and refuse unfinished checkpoints (a path component containing
+// ".orbax-checkpoint-tmp").
+Result<ItemLocation> ResolveItem(const std::filesystem::path& path);
+
+// Reads region boxes out of one stored array, decoding whole chunks.
+class ArrayReader {
+ public:
+  // `fill_missing`: a chunk absent from the store reads as the fill value
+  // (TensorStore's default); false makes it a DataLoss error, as Orbax reads
+  // items whose _METADATA says store_array_data_equal_to_fill_value.
+  ArrayReader(const KvStore* store, std::string name, ArrayMetadata metadata,
+              bool fill_missing = true)
+      : store_(store),
+        name_(std::move(name)),
+        metadata_(std::move(metadata)),
+        fill_missing_(fill_missing) {}
+
+  const std::string& name() const { return name_; }
+  const ArrayMetadata& metadata() const { return metadata_; }
+
+  // Copies the box [origin, origin + shape) into `out` (C order, the array's
+  // dtype, NumElements(shape) * dtype size bytes). Thread-safe. Consecutive
+  // calls that touch the same chunk decode it once (a small per-reader cache
+  // holds the most recently decoded chunk).
+  Status ReadRegion(const std::vector<int64_t>& origin, const Shape& shape, void* out) const;
+
+ private:
+  Result<std::shared_ptr<const std::string>> Chunk(const std::vector<int64_t>& index) const;
+
+  const KvStore* store_;
+  std::string name_;
+  ArrayMetadata metadata_;
+  bool fill_missing_;
+  mutable std::mutex cache_mutex_;
+  mutable std::vector<int64_t> cached_index_;
+  mutable std::shared_ptr<const std::string> cached_chunk_;
+};
+
+class ItemReader {
+ public:
+  static Result<std::unique_ptr<ItemReader>> Open(const std::filesystem::path& path);
+
+  const ItemLocation& location() const { return location_; }
+  const TreeMetadata& tree() const { return tree_; }
+  bool uses_ocdbt() const { return uses_ocdbt_; }
+  bool uses_zarr3() const { return tree_.use_zarr3; }
+  // The step directory's _CHECKPOINT_METADATA (null when absent).
+  const nlohmann::json& checkpoint_metadata() const { return checkpoint_metadata_; }
+
+  struct ArrayEntry {
+    const LeafMetadata* leaf = nullptr;
+    ArrayMetadata metadata;
+  };
+  // Every array leaf with its zarr metadata, sorted by name.
+  const std::vector<ArrayEntry>& arrays() const { return arrays_; }
+  const ArrayEntry* Find(std::string_view name) const;
+  // A reader for one array (valid while the ItemReader lives).
+  std::unique_ptr<ArrayReader> Reader(const ArrayEntry& entry) const;
+
+ private:
+  ItemLocation location_;
+  TreeMetadata tree_;
+  bool uses_ocdbt_ = false;
+  nlohmann::json checkpoint_metadata_;
+  std::unique_ptr<KvStore> store_;
+  std::vector<ArrayEntry> arrays_;
+};
+
+struct WriteOptions {
+  bool ocdbt = false;  // not supported yet: Create() fails with Unsupported
+  bool zarr3 = true;   // zarr v2 output is not supported yet
+  int64_t step = 0;
+  // Where `root` will live once the caller renames it into place; only used
+  // for the informational text of commit_success.txt. Empty: `root` itself.
+  std::filesystem::path final_root;
+};
+
+// Writes a MaxText-style checkpoint below `root`: <root>/<step>/items/...
+// Arrays are declared first (AddArray writes their metadata), chunks are then
+// written in any order from any thread, and Finish() writes _METADATA, the
+// step's _CHECKPOINT_METADATA and commit_success.txt files. `root` should be
+// a staging directory that the caller renames into place afterwards.
+class CheckpointWriter {
+ public:
+  static Result<std::unique_ptr<CheckpointWriter>> Create(const std::filesystem::path& root,
+                                                          const WriteOptions& options);
+
+  const std::filesystem::path& item_dir() const { return item_dir_; }
+
+  // Declares an array leaf at key path `keys` (dict keys) and writes its
+  // zarr metadata. Returns the metadata (for ChunkKey/ChunkBytes).
+  Result<ArrayMetadata> AddArray(const std::vector<std::string>& keys, DType dtype,
+                                 const Shape& shape, const Shape& chunk_shape);
+  // Writes chunk `index` of array `name` (keys joined with '.'); `chunk_bytes`
+  // is the full chunk in C order. Thread-safe.
+  Status WriteChunk(std::string_view name, const std::vector<int64_t>& index,
+                    std::string_view chunk_bytes);
+  // A Python int leaf (stored as a rank-0 int64 array, value_type "scalar").
+  Status AddScalar(const std::vector<std::string>& keys, int64_t value);
+  // An empty dict leaf (value_type "Dict", skip_deserialize true).
+  Status AddEmptyDict(const std::vector<std::string>& keys);
+  // Writes _METADATA (custom_metadata as given), <step>/_CHECKPOINT_METADATA
+  // (with the same custom_metadata) and commit_success.txt in the step and
+  // item directories. Fails with FailedPrecondition, writing nothing, while
+  // any chunk of a declared array is unwritten: _METADATA says
+  // store_array_data_equal_to_fill_value, so Orbax would refuse the item.
+  Status Finish(const nlohmann::json& custom_metadata);
+
+ private:
+  WriteOptions options_;
+  std::filesystem::path step_dir_;
+  std::filesystem::path item_dir_;
+  std::unique_ptr<KvStore> store_;
+  std::mutex mutex_;
+  std::map<std::string, ArrayMetadata> arrays_;
+  std::vector<LeafMetadata> leaves_;
+  int64_t init_timestamp_nsecs_ = 0;
+
+  // Records a leaf (and, for arrays, its metadata) after checking that its
+  // key path clashes with no other leaf.
+  Status AddLeaf(LeafMetadata leaf, const ArrayMetadata* array);
+  // Guarded by mutex_: which chunks of each array were written (C order), so
+  // Finish() can refuse an item Orbax would fail to read.
+  std::map<std::string, std::vector<bool>> written_;
+  bool finished_ = false;
+};
+
+}  // namespace ckptbridge::orbax
+
+#endif  // CKPTBRIDGE_HOST_FORMATS_ORBAX_CHECKPOINT_H_

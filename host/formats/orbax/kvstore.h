@@ -1,0 +1,60 @@
+// host/formats/orbax/kvstore.h - the key-value view of an Orbax item.
+//
+// TensorStore (and so Orbax) stores every array as keys under the array's
+// parameter name: `<name>/zarr.json` and `<name>/c/0/1` for zarr v3,
+// `<name>/.zarray` and `<name>/0.1` for zarr v2. Without OCDBT each key is a
+// file below the item directory; with OCDBT all keys live in one database.
+// Code above this interface does not care which.
+//
+// Keys are validated before use: no empty key, no leading '/', no empty, "."
+// or ".." path component, no NUL byte. A hostile key therefore can never
+// name a file outside the item directory.
+#ifndef CKPTBRIDGE_HOST_FORMATS_ORBAX_KVSTORE_H_
+#define CKPTBRIDGE_HOST_FORMATS_ORBAX_KVSTORE_H_
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "host/base/status.h"
+
+namespace ckptbridge::orbax {
+
+// InvalidArgument naming the key when it could escape its store.
+Status ValidateKey(std::string_view key);
+
+class KvStore {
+ public:
+  virtual ~KvStore() = default;
+
+  // The value stored at `key`; NotFound when there is none.
+  virtual Result<std::string> Read(std::string_view key) const = 0;
+  // Whether `key` holds a value.
+  virtual Result<bool> Contains(std::string_view key) const = 0;
+  // Stores `value` at `key`, replacing any previous value. Safe to call from
+  // several threads for different keys.
+  virtual Status Write(std::string_view key, std::string_view value) = 0;
+  // Where `key` lives, for messages ("<dir>/<key>").
+  virtual std::string Describe(std::string_view key) const = 0;
+};
+
+// Keys as files below a directory (Orbax without OCDBT). Write creates
+// parent directories as needed.
+class FileKvStore final : public KvStore {
+ public:
+  explicit FileKvStore(std::filesystem::path root) : root_(std::move(root)) {}
+
+  Result<std::string> Read(std::string_view key) const override;
+  Result<bool> Contains(std::string_view key) const override;
+  Status Write(std::string_view key, std::string_view value) override;
+  std::string Describe(std::string_view key) const override;
+
+  const std::filesystem::path& root() const { return root_; }
+
+ private:
+  std::filesystem::path root_;
+};
+
+}  // namespace ckptbridge::orbax
+
+#endif  // CKPTBRIDGE_HOST_FORMATS_ORBAX_KVSTORE_H_
