@@ -1,0 +1,47 @@
+// host/cli/commands.h - the subcommands of `ckptbridge`.
+//
+// Each Run*Command parses its own arguments (Boost.Program_options), does
+// its work and returns the process exit code: 0 success, 1 the work failed,
+// 2 bad usage or bad input. Output goes to `out`, messages and progress to
+// `err`.
+#ifndef CKPTBRIDGE_HOST_CLI_COMMANDS_H_
+#define CKPTBRIDGE_HOST_CLI_COMMANDS_H_
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+
+#include "host/base/status.h"
+#include "host/plugin/loader.h"
+
+namespace ckptbridge::cli {
+
+// The whole command line; argv[0] is the program name.
+int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int RunInspectCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int RunPluginsCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+// Shared by the commands --------------------------------------------------
+
+// --plugin FILE and --plugin-dir DIR, added to a command's options.
+void AddPluginOptions(boost::program_options::options_description& options);
+// Discovers plugins as those options (and the environment) say.
+Result<PluginRegistry> DiscoverPlugins(const boost::program_options::variables_map& vars);
+
+// Prints "ckptbridge <command>: <message>" and returns the exit code for it.
+int ReportError(std::ostream& err, const std::string& command, const Status& status);
+
+// Parses `args` (after the command name) into `vars`; prints a usage error and
+// returns false (exit 2) when they do not parse.
+bool ParseArgs(const std::vector<std::string>& args, const std::string& command,
+               const boost::program_options::options_description& options,
+               const boost::program_options::positional_options_description& positional,
+               boost::program_options::variables_map& vars, std::ostream& err);
+
+}  // namespace ckptbridge::cli
+
+#endif  // CKPTBRIDGE_HOST_CLI_COMMANDS_H_

@@ -1,0 +1,220 @@
+// `ckptbridge convert`: HF <-> MaxText.
+#include <csignal>
+#include <chrono>
+#include <iostream>
+#include <string>
+
+#include "host/cli/commands.h"
+#include "host/cli/format.h"
+#include "host/cli/progress.h"
+#include "host/engine/convert.h"
+
+namespace ckptbridge::cli {
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr const char* kHelp = R"(Usage: ckptbridge convert --to maxtext|hf [options] SOURCE DESTINATION
+
+Converts one checkpoint, streaming tensor by tensor:
+
+  --to maxtext   SOURCE is a Hugging Face folder (config.json + *.safetensors,
+                 sharded or not). DESTINATION becomes a MaxText checkpoint:
+                 DESTINATION/0/items is what MaxText's load_parameters_path
+                 takes. Layers are stacked ("scanned") unless --no-scan-layers;
+                 weights are saved as bfloat16 unless --save-dtype says otherwise.
+  --to hf        SOURCE is a MaxText/Orbax checkpoint (its root, step directory
+                 or items directory). DESTINATION becomes a Hugging Face folder:
+                 safetensors shards, model.safetensors.index.json, config.json and
+                 tokenizer files. The HF config comes from the checkpoint when
+                 ckptbridge wrote it, else from --hf-config or --model.
+
+The mapping is MaxText's own (checkpoint_conversion), supplied by the plugin
+that serves the model's model_type. Nothing appears at DESTINATION unless the
+whole conversion succeeded; an existing DESTINATION is replaced only with
+--overwrite, and only at the end.
+
+Examples:
+  ckptbridge convert --to maxtext path/to/Llama-3.1-8B out/llama-mt
+  ckptbridge convert --to maxtext --no-scan-layers --save-dtype float32 path/to/hf out/mt-unscanned
+  ckptbridge convert --to hf out/llama-mt/0/items out/llama-hf
+  ckptbridge convert --to hf --model llama3.1-8b --tokenizer path/to/hf gs-copy/0/items out/hf
+
+Options)";
+
+std::atomic<bool> g_cancel{false};
+
+extern "C" void OnSignal(int) { g_cancel.store(true); }
+
+// Installs SIGINT/SIGTERM handlers for the duration of a conversion, so an
+// interrupted run stops between slices and removes its staging directory.
+class SignalScope {
+ public:
+  SignalScope() {
+    struct sigaction action {};
+    action.sa_handler = OnSignal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~SignalScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+}  // namespace
+
+int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  po::options_description options(kHelp);
+  // clang-format off
+  options.add_options()
+      ("help,h", "Show this help")
+      ("to", po::value<std::string>()->value_name("maxtext|hf"),
+       "Direction: maxtext (HF -> MaxText) or hf (MaxText -> HF). Required")
+      ("scan-layers", po::bool_switch(),
+       "Stack layers on axis 1 (MaxText's scan_layers=true); the default for --to maxtext")
+      ("no-scan-layers", po::bool_switch(),
+       "One tensor per layer (decoder.layers_N...). With --to hf, only to assert what the "
+       "checkpoint records")
+      ("save-dtype", po::value<std::string>()->value_name("DTYPE"),
+       "bfloat16 | float32 | float16 | source. To MaxText: default bfloat16 (as MaxText). "
+       "To HF: default the config's torch_dtype, else bfloat16. source keeps each tensor's dtype")
+      ("ocdbt", po::bool_switch(), "Write an OCDBT database (not supported yet)")
+      ("no-ocdbt", po::bool_switch(),
+       "Write each array as zarr3 files (the default in this version)")
+      ("max-shard-size", po::value<std::string>()->value_name("SIZE")->default_value("3GiB"),
+       "To HF: largest safetensors shard, e.g. 3GiB, 5GB, 500MiB")
+      ("hf-config", po::value<std::string>()->value_name("FILE"),
+       "To HF: the model's config.json, for checkpoints ckptbridge did not write")
+      ("model", po::value<std::string>()->value_name("NAME"),
+       "To HF: a MaxText model name whose HF config a plugin knows (llama3.1-8b, "
+       "mixtral-8x7b, ...; see `ckptbridge plugins`)")
+      ("tokenizer", po::value<std::string>()->value_name("DIR"),
+       "To HF: copy tokenizer and generation config files from DIR (default: the source "
+       "folder recorded in the checkpoint, if it still exists)")
+      ("family", po::value<std::string>()->value_name("PLUGIN"),
+       "Use this plugin (by name) instead of choosing from config.json")
+      ("overwrite", po::bool_switch(), "Replace DESTINATION if it exists (at the very end)")
+      ("threads", po::value<int>()->value_name("N")->default_value(0),
+       "Worker threads; 0 uses every core")
+      ("quiet,q", po::bool_switch(), "No progress line and no notes; errors only");
+  // clang-format on
+  AddPluginOptions(options);
+  po::options_description hidden;
+  hidden.add_options()("paths", po::value<std::vector<std::string>>());
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("paths", -1);
+
+  po::variables_map vars;
+  if (!ParseArgs(args, "convert", all, positional, vars, err)) return 2;
+  if (vars.count("help")) {
+    out << options << '\n';
+    return 0;
+  }
+  auto usage = [&](const std::string& message) {
+    err << "ckptbridge convert: " << message << "\nsee `ckptbridge convert --help`\n";
+    return 2;
+  };
+  const std::vector<std::string> paths =
+      vars.count("paths") ? vars["paths"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  if (!vars.count("to")) return usage("--to maxtext or --to hf is required");
+  if (paths.size() != 2) return usage("expected SOURCE and DESTINATION, got " + std::to_string(paths.size()) + " paths");
+
+  engine::ConvertOptions convert;
+  const std::string to = vars["to"].as<std::string>();
+  if (to == "maxtext") {
+    convert.direction = engine::Direction::kToMaxText;
+  } else if (to == "hf" || to == "huggingface") {
+    convert.direction = engine::Direction::kToHf;
+  } else {
+    return usage("--to '" + to + "' is not maxtext or hf");
+  }
+  convert.source = paths[0];
+  convert.destination = paths[1];
+  if (vars["scan-layers"].as<bool>() && vars["no-scan-layers"].as<bool>()) {
+    return usage("--scan-layers and --no-scan-layers contradict each other");
+  }
+  if (vars["scan-layers"].as<bool>()) convert.scan_layers = true;
+  if (vars["no-scan-layers"].as<bool>()) convert.scan_layers = false;
+  if (vars["ocdbt"].as<bool>() && vars["no-ocdbt"].as<bool>()) {
+    return usage("--ocdbt and --no-ocdbt contradict each other");
+  }
+  convert.ocdbt = vars["ocdbt"].as<bool>();
+  if (vars.count("save-dtype")) convert.save_dtype = vars["save-dtype"].as<std::string>();
+  Result<uint64_t> shard = ParseSize(vars["max-shard-size"].as<std::string>(), "--max-shard-size");
+  if (!shard.ok()) return ReportError(err, "convert", shard.status());
+  convert.max_shard_bytes = *shard;
+  if (vars.count("hf-config")) convert.hf_config_file = vars["hf-config"].as<std::string>();
+  if (vars.count("model")) convert.model_name = vars["model"].as<std::string>();
+  if (vars.count("tokenizer")) convert.tokenizer_dir = vars["tokenizer"].as<std::string>();
+  if (vars.count("family")) convert.family = vars["family"].as<std::string>();
+  convert.overwrite = vars["overwrite"].as<bool>();
+  convert.threads = vars["threads"].as<int>();
+  if (convert.threads < 0) return usage("--threads must be 0 or more");
+  const bool quiet = vars["quiet"].as<bool>();
+
+  Result<PluginRegistry> plugins = DiscoverPlugins(vars);
+  if (!plugins.ok()) return ReportError(err, "convert", plugins.status());
+
+  engine::Progress progress;
+  ProgressLine line(progress, !quiet);
+  engine::ConvertObserver observer;
+  observer.progress = &progress;
+  observer.cancel = &g_cancel;
+  observer.notice = [&](const std::string& text) {
+    if (!quiet) err << "note: " << text << '\n';
+  };
+  observer.planned = [&](const engine::Plan& plan) {
+    if (!quiet) {
+      err << "plan: " << plan.units.size() << " slices, read " << HumanBytes(plan.read_bytes)
+          << " in " << (convert.direction == engine::Direction::kToMaxText ? plan.hf_tensors.size()
+                                                                            : plan.mt_tensors.size())
+          << " tensors, write " << HumanBytes(plan.write_bytes) << " in "
+          << (convert.direction == engine::Direction::kToMaxText ? plan.mt_tensors.size()
+                                                                  : plan.hf_tensors.size())
+          << " tensors\n";
+    }
+    line.Start();
+  };
+
+  g_cancel.store(false);
+  SignalScope signals;
+  const auto start = std::chrono::steady_clock::now();
+  Result<engine::ConvertSummary> summary = engine::Convert(convert, *plugins, observer);
+  line.Stop();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!summary.ok()) {
+    if (summary.status().code() == StatusCode::kCancelled) {
+      err << "ckptbridge convert: interrupted; nothing was written to " << convert.destination.string()
+          << '\n';
+      return 1;
+    }
+    return ReportError(err, "convert", summary.status());
+  }
+  const engine::ConvertSummary& s = *summary;
+  const double rate = seconds > 0 ? static_cast<double>(s.bytes_read) / seconds : 0;
+  out << "converted " << s.tensors_read << " tensors (" << HumanBytes(s.bytes_read) << ") into "
+      << s.tensors_written << " tensors (" << HumanBytes(s.bytes_written) << ", "
+      << HumanBytes(s.bytes_on_disk) << " on disk) with plugin " << s.plugin << " ("
+      << s.model_type << ", " << (s.scan_layers ? "scanned" : "unscanned") << ") in "
+      << HumanSeconds(seconds) << ", " << HumanBytes(static_cast<uint64_t>(rate))
+      << "/s, peak RSS " << HumanBytes(PeakRssBytes()) << '\n';
+  if (convert.direction == engine::Direction::kToMaxText) {
+    out << "wrote " << s.destination.string() << "  (MaxText: load_parameters_path="
+        << (s.destination / "0" / "items").string() << ", scan_layers="
+        << (s.scan_layers ? "true" : "false") << ")\n";
+  } else {
+    out << "wrote " << s.destination.string() << '\n';
+  }
+  return 0;
+}
+
+}  // namespace ckptbridge::cli

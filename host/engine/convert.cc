@@ -1,0 +1,413 @@
+#include "host/engine/convert.h"
+
+#include <map>
+#include <set>
+#include <system_error>
+
+#include "host/base/file.h"
+#include "host/base/version.h"
+#include "host/engine/staging.h"
+#include "host/formats/orbax/checkpoint.h"
+#include "host/formats/safetensors/reader.h"
+#include "host/plugin/adapter.h"
+
+namespace ckptbridge::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+Result<json> ParseJsonFile(const fs::path& path) {
+  CKB_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    return InvalidArgument(path.string() + ": not valid JSON: " + e.what());
+  }
+}
+
+Result<json> ParseJsonText(const std::string& text, const std::string& what) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    return Internal(what + ": not valid JSON: " + e.what());
+  }
+}
+
+std::string PluginLabel(const LoadedPlugin& plugin) {
+  return "plugin '" + plugin.name + "' " + plugin.version;
+}
+
+// "bfloat16" | "float32" | "source" -> the dtype (nullopt for source).
+Result<std::optional<DType>> ParseSaveDType(const std::string& text, DType fallback) {
+  if (text.empty()) return std::optional<DType>(fallback);
+  if (text == "source") return std::optional<DType>();
+  if (text == "bfloat16" || text == "bf16") return std::optional<DType>(DType::kBF16);
+  if (text == "float32" || text == "f32" || text == "fp32") return std::optional<DType>(DType::kF32);
+  if (text == "float16" || text == "f16" || text == "fp16") return std::optional<DType>(DType::kF16);
+  return InvalidArgument("--save-dtype '" + text +
+                         "' is not one of bfloat16, float32, float16, source");
+}
+
+uint64_t DirectoryBytes(const fs::path& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    if (it->is_regular_file(ec)) total += it->file_size(ec);
+  }
+  return total;
+}
+
+void Notice(const ConvertObserver& observer, const std::string& line) {
+  if (observer.notice) observer.notice(line);
+}
+
+void ReportIgnored(const ConvertObserver& observer, const Plan& plan) {
+  for (const IgnoredGroup& group : plan.ignored) {
+    std::string line = "skipped " + std::to_string(group.names.size()) + " tensor" +
+                       (group.names.size() == 1 ? "" : "s") + " (" + group.reason + "): " +
+                       group.names[0];
+    if (group.names.size() > 1) line += ", ...";
+    Notice(observer, line);
+  }
+}
+
+std::string RuleOptions(Direction direction, bool scan_layers) {
+  json options = {{"direction", direction == Direction::kToHf ? "to_hf" : "to_maxtext"},
+                  {"scan_layers", scan_layers}};
+  return options.dump();
+}
+
+Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegistry& plugins,
+                                 const ConvertObserver& observer) {
+  if (options.ocdbt) {
+    return Unsupported(
+        "--ocdbt: writing OCDBT checkpoints is not supported yet; this version writes zarr3 "
+        "arrays without OCDBT (--no-ocdbt), which MaxText and Orbax restore as well");
+  }
+  if (!options.hf_config_file.empty() || !options.model_name.empty() ||
+      !options.tokenizer_dir.empty()) {
+    return InvalidArgument(
+        "--hf-config, --model and --tokenizer apply to --to hf; an HF source brings its own "
+        "config.json");
+  }
+  const fs::path config_path = fs::is_directory(options.source)
+                                   ? options.source / "config.json"
+                                   : options.source.parent_path() / "config.json";
+  if (!fs::exists(config_path)) {
+    return NotFound(options.source.string() +
+                    ": no config.json (an HF checkpoint folder has config.json next to its "
+                    ".safetensors files)");
+  }
+  CKB_ASSIGN_OR_RETURN(json hf_config, ParseJsonFile(config_path));
+  CKB_ASSIGN_OR_RETURN(std::unique_ptr<safetensors::Checkpoint> source,
+                       safetensors::Checkpoint::Open(options.source));
+  for (const std::string& warning : source->warnings()) Notice(observer, warning);
+
+  std::string model_type;
+  CKB_ASSIGN_OR_RETURN(const LoadedPlugin* plugin,
+                       SelectPlugin(plugins, hf_config, options.family, &model_type));
+  CKB_ASSIGN_OR_RETURN(std::unique_ptr<Adapter> adapter,
+                       Adapter::Create(*plugin, model_type, hf_config.dump()));
+  const bool scan = options.scan_layers.value_or(true);
+  CKB_ASSIGN_OR_RETURN(RuleSet rules, adapter->Rules(RuleOptions(Direction::kToMaxText, scan)));
+  CKB_ASSIGN_OR_RETURN(std::string maxtext_text, adapter->TranslateConfig(CKB_TO_MAXTEXT));
+  CKB_ASSIGN_OR_RETURN(json maxtext_config, ParseJsonText(maxtext_text, PluginLabel(*plugin)));
+
+  ToMaxTextOptions plan_options;
+  CKB_ASSIGN_OR_RETURN(plan_options.save_dtype, ParseSaveDType(options.save_dtype, DType::kBF16));
+  CKB_ASSIGN_OR_RETURN(Plan plan,
+                       PlanToMaxText(rules, *source, plan_options, PluginLabel(*plugin)));
+  ReportIgnored(observer, plan);
+  if (observer.planned) observer.planned(plan);
+
+  CKB_ASSIGN_OR_RETURN(StagedOutput staged, StagedOutput::Begin(options.destination,
+                                                                options.overwrite));
+  orbax::WriteOptions write_options;
+  write_options.ocdbt = false;
+  write_options.final_root = staged.destination();
+  CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::CheckpointWriter> writer,
+                       orbax::CheckpointWriter::Create(staged.staging(), write_options));
+  ExecuteOptions exec;
+  exec.threads = options.threads;
+  exec.progress = observer.progress;
+  exec.cancel = observer.cancel;
+  exec.adapter = adapter.get();
+  CKB_RETURN_IF_ERROR(WriteMaxText(plan, *source, *writer, exec));
+  CKB_RETURN_IF_ERROR(writer->AddScalar({"step"}, 0));
+  CKB_RETURN_IF_ERROR(writer->AddEmptyDict({"opt_state"}));
+
+  std::map<std::string, int> source_dtypes;
+  for (const HfTensor& t : plan.hf_tensors) ++source_dtypes[std::string(SafetensorsName(t.dtype))];
+  std::error_code ec;
+  json record = {
+      {"version", kVersion},
+      {"plugin", {{"name", plugin->name}, {"version", plugin->version}}},
+      {"model_type", model_type},
+      {"hf_config", hf_config},
+      {"maxtext_config", maxtext_config},
+      {"source",
+       {{"path", fs::absolute(options.source, ec).lexically_normal().string()},
+        {"tensors", plan.hf_tensors.size()},
+        {"bytes", plan.read_bytes},
+        {"dtypes", source_dtypes}}},
+      {"save_dtype", options.save_dtype.empty() ? "bfloat16" : options.save_dtype},
+  };
+  json custom = {{"scan_layers", scan}, {kMetadataKey, record}};
+  CKB_RETURN_IF_ERROR(writer->Finish(custom));
+  writer.reset();
+  CKB_RETURN_IF_ERROR(staged.Commit());
+
+  ConvertSummary summary;
+  summary.plugin = plugin->name + " " + plugin->version;
+  summary.model_type = model_type;
+  summary.scan_layers = scan;
+  summary.tensors_read = plan.hf_tensors.size();
+  summary.tensors_written = plan.mt_tensors.size();
+  summary.bytes_read = plan.read_bytes;
+  summary.bytes_written = plan.write_bytes;
+  summary.destination = staged.destination();
+  summary.bytes_on_disk = DirectoryBytes(summary.destination);
+  return summary;
+}
+
+// Whether the arrays of an item look scanned: MaxText names unscanned layers
+// `layers_<i>` and scanned ones `layers`.
+bool LooksScanned(const orbax::ItemReader& item) {
+  for (const auto& array : item.arrays()) {
+    if (array.leaf->name().find(".layers_") != std::string::npos) return false;
+  }
+  return true;
+}
+
+Status CopyTokenizerFiles(const fs::path& from, const fs::path& to,
+                          const ConvertObserver& observer) {
+  std::vector<std::string> copied;
+  for (const std::string& name : TokenizerFileNames()) {
+    std::error_code ec;
+    if (!fs::is_regular_file(from / name, ec)) continue;
+    fs::copy_file(from / name, to / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return ErrnoError((from / name).string(), ec.value());
+    copied.push_back(name);
+  }
+  if (copied.empty()) {
+    Notice(observer, "no tokenizer files found in " + from.string());
+  } else {
+    std::string list;
+    for (const std::string& n : copied) list += (list.empty() ? "" : ", ") + n;
+    Notice(observer, "copied tokenizer files from " + from.string() + ": " + list);
+  }
+  return Status::Ok();
+}
+
+Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry& plugins,
+                            const ConvertObserver& observer) {
+  if (options.ocdbt) {
+    return InvalidArgument("--ocdbt/--no-ocdbt apply to --to maxtext; an Orbax source says itself "
+                           "whether it uses OCDBT");
+  }
+  CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::ItemReader> item,
+                       orbax::ItemReader::Open(options.source));
+  const json& custom = item->tree().custom_metadata;
+  const json* record = nullptr;
+  if (custom.is_object() && custom.contains(kMetadataKey) && custom[kMetadataKey].is_object()) {
+    record = &custom[kMetadataKey];
+  }
+
+  // The HF config: an explicit flag wins, then what we recorded.
+  json hf_config;
+  std::string family = options.family;
+  if (!options.hf_config_file.empty()) {
+    CKB_ASSIGN_OR_RETURN(hf_config, ParseJsonFile(options.hf_config_file));
+    if (record) Notice(observer, "using " + options.hf_config_file.string() +
+                                     " instead of the HF config recorded in the checkpoint");
+  } else if (!options.model_name.empty()) {
+    const LoadedPlugin* plugin = plugins.FindByPreset(options.model_name);
+    if (!plugin) {
+      return NotFound("--model '" + options.model_name + "' is not a preset of any plugin (" +
+                      plugins.Summary() + "); `ckptbridge plugins` lists the presets");
+    }
+    CKB_ASSIGN_OR_RETURN(std::string text, PresetConfig(*plugin, options.model_name));
+    CKB_ASSIGN_OR_RETURN(hf_config, ParseJsonText(text, PluginLabel(*plugin)));
+    if (family.empty()) family = plugin->name;
+  } else if (record && record->contains("hf_config") && (*record)["hf_config"].is_object()) {
+    hf_config = (*record)["hf_config"];
+  } else {
+    return InvalidArgument(
+        item->location().item_dir.string() +
+        ": this checkpoint does not record its Hugging Face config (it was not written by "
+        "ckptbridge); pass --hf-config FILE (the model's config.json) or --model NAME (a MaxText "
+        "model name such as llama3.1-8b; `ckptbridge plugins` lists them)");
+  }
+
+  // Scanned or not: recorded by MaxText and by us as custom_metadata.scan_layers.
+  std::optional<bool> recorded_scan;
+  if (custom.is_object() && custom.contains("scan_layers") && custom["scan_layers"].is_boolean()) {
+    recorded_scan = custom["scan_layers"].get<bool>();
+  }
+  bool scan;
+  if (recorded_scan) {
+    if (options.scan_layers && *options.scan_layers != *recorded_scan) {
+      return InvalidArgument(std::string(options.scan_layers.value() ? "--scan-layers" : "--no-scan-layers") +
+                             " contradicts the checkpoint, which records scan_layers=" +
+                             (*recorded_scan ? "true" : "false"));
+    }
+    scan = *recorded_scan;
+  } else {
+    scan = options.scan_layers.value_or(LooksScanned(*item));
+  }
+
+  std::string model_type;
+  CKB_ASSIGN_OR_RETURN(const LoadedPlugin* plugin,
+                       SelectPlugin(plugins, hf_config, family, &model_type));
+  CKB_ASSIGN_OR_RETURN(std::unique_ptr<Adapter> adapter,
+                       Adapter::Create(*plugin, model_type, hf_config.dump()));
+  CKB_ASSIGN_OR_RETURN(RuleSet rules, adapter->Rules(RuleOptions(Direction::kToHf, scan)));
+  CKB_ASSIGN_OR_RETURN(std::string config_text, adapter->TranslateConfig(CKB_TO_HF));
+  CKB_ASSIGN_OR_RETURN(json out_config, ParseJsonText(config_text, PluginLabel(*plugin)));
+
+  // Export dtype: --save-dtype, else the config's torch_dtype, else bfloat16
+  // (never float32 by accident: that doubles the output for nothing).
+  DType default_dtype = DType::kBF16;
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    if (out_config.contains(key) && out_config[key].is_string()) {
+      if (auto d = DTypeFromTorchName(out_config[key].get<std::string>())) default_dtype = *d;
+    }
+  }
+  ToHfOptions plan_options;
+  CKB_ASSIGN_OR_RETURN(plan_options.save_dtype, ParseSaveDType(options.save_dtype, default_dtype));
+  CKB_ASSIGN_OR_RETURN(Plan plan, PlanToHf(rules, *item, plan_options, PluginLabel(*plugin)));
+  ReportIgnored(observer, plan);
+  if (observer.planned) observer.planned(plan);
+
+  std::set<DType> written;
+  for (const HfTensor& t : plan.hf_tensors) written.insert(t.dtype);
+  if (written.size() == 1) {
+    const std::string name(ZarrName(*written.begin()));
+    out_config["torch_dtype"] = name;
+    if (out_config.contains("dtype")) out_config["dtype"] = name;
+  }
+
+  CKB_ASSIGN_OR_RETURN(StagedOutput staged, StagedOutput::Begin(options.destination,
+                                                                options.overwrite));
+  ExecuteOptions exec;
+  exec.threads = options.threads;
+  exec.progress = observer.progress;
+  exec.cancel = observer.cancel;
+  exec.adapter = adapter.get();
+  CKB_RETURN_IF_ERROR(WriteHf(plan, *item, staged.staging(), options.max_shard_bytes, exec));
+  CKB_RETURN_IF_ERROR(WriteFile(staged.staging() / "config.json", out_config.dump(2) + "\n"));
+
+  fs::path tokenizer_dir = options.tokenizer_dir;
+  if (tokenizer_dir.empty() && record && record->contains("source")) {
+    const json& source = (*record)["source"];
+    if (source.is_object() && source.contains("path") && source["path"].is_string()) {
+      fs::path recorded = source["path"].get<std::string>();
+      std::error_code ec;
+      if (fs::is_directory(recorded, ec)) {
+        tokenizer_dir = recorded;
+      } else {
+        Notice(observer, "the source folder recorded in the checkpoint (" + recorded.string() +
+                             ") is gone; pass --tokenizer DIR to copy tokenizer files");
+      }
+    }
+  }
+  if (!tokenizer_dir.empty()) {
+    CKB_RETURN_IF_ERROR(CopyTokenizerFiles(tokenizer_dir, staged.staging(), observer));
+  } else if (!record) {
+    Notice(observer, "no tokenizer files copied (pass --tokenizer DIR)");
+  }
+  CKB_RETURN_IF_ERROR(staged.Commit());
+
+  ConvertSummary summary;
+  summary.plugin = plugin->name + " " + plugin->version;
+  summary.model_type = model_type;
+  summary.scan_layers = scan;
+  summary.tensors_read = plan.mt_tensors.size();
+  summary.tensors_written = plan.hf_tensors.size();
+  summary.bytes_read = plan.read_bytes;
+  summary.bytes_written = plan.write_bytes;
+  summary.destination = staged.destination();
+  summary.bytes_on_disk = DirectoryBytes(summary.destination);
+  return summary;
+}
+
+}  // namespace
+
+const std::vector<std::string>& TokenizerFileNames() {
+  static const std::vector<std::string> names = {
+      "tokenizer.json",        "tokenizer_config.json",  "special_tokens_map.json",
+      "generation_config.json", "tokenizer.model",       "added_tokens.json",
+      "vocab.json",            "merges.txt",             "chat_template.jinja",
+      "chat_template.json",    "preprocessor_config.json", "processor_config.json"};
+  return names;
+}
+
+Result<const LoadedPlugin*> SelectPlugin(const PluginRegistry& plugins, const json& hf_config,
+                                         std::string_view family, std::string* model_type) {
+  std::string type;
+  if (hf_config.is_object() && hf_config.contains("model_type") &&
+      hf_config["model_type"].is_string()) {
+    type = hf_config["model_type"].get<std::string>();
+  }
+  std::string architecture;
+  if (hf_config.is_object() && hf_config.contains("architectures") &&
+      hf_config["architectures"].is_array() && !hf_config["architectures"].empty() &&
+      hf_config["architectures"][0].is_string()) {
+    architecture = hf_config["architectures"][0].get<std::string>();
+  }
+  if (!family.empty()) {
+    const LoadedPlugin* plugin = plugins.FindByName(family);
+    if (!plugin) {
+      return NotFound("--family '" + std::string(family) + "': no such plugin (" +
+                      plugins.Summary() + ")");
+    }
+    bool serves = false;
+    for (const std::string& t : plugin->model_types) serves |= t == type;
+    *model_type = serves ? type : plugin->model_types.at(0);
+    return plugin;
+  }
+  if (!type.empty()) {
+    if (const LoadedPlugin* plugin = plugins.FindByModelType(type)) {
+      *model_type = type;
+      return plugin;
+    }
+  }
+  if (!architecture.empty()) {
+    if (const LoadedPlugin* plugin = plugins.FindByArchitecture(architecture)) {
+      // Serve the plugin's type that goes with this architecture when it is
+      // the same position in both lists; otherwise its first type.
+      *model_type = plugin->model_types.at(0);
+      for (size_t i = 0; i < plugin->architectures.size() && i < plugin->model_types.size(); ++i) {
+        if (plugin->architectures[i] == architecture) *model_type = plugin->model_types[i];
+      }
+      return plugin;
+    }
+  }
+  std::string what = type.empty() ? std::string("no model_type") : "model_type '" + type + "'";
+  if (!architecture.empty()) what += " (" + architecture + ")";
+  return Unsupported("config.json has " + what + ", which no plugin converts; found: " +
+                     plugins.Summary());
+}
+
+Result<ConvertSummary> Convert(const ConvertOptions& options, const PluginRegistry& plugins,
+                               const ConvertObserver& observer) {
+  if (options.source.empty() || options.destination.empty()) {
+    return InvalidArgument("convert needs a source and a destination");
+  }
+  std::error_code ec;
+  if (!fs::exists(options.source, ec)) {
+    return NotFound(options.source.string() + ": no such file or directory");
+  }
+  const fs::path src = fs::weakly_canonical(options.source, ec);
+  const fs::path dst = fs::weakly_canonical(options.destination, ec);
+  if (src == dst || (!ec && src.string().rfind(dst.string() + "/", 0) == 0)) {
+    return InvalidArgument("the destination " + options.destination.string() +
+                           " would overwrite the source");
+  }
+  return options.direction == Direction::kToMaxText ? ToMaxText(options, plugins, observer)
+                                                    : ToHf(options, plugins, observer);
+}
+
+}  // namespace ckptbridge::engine

@@ -1,0 +1,95 @@
+// host/engine/convert.h - one conversion, start to finish.
+//
+// Convert() is what `ckptbridge convert` runs:
+//
+//   HF -> MaxText   open the HF folder (config.json + safetensors), pick the
+//                   plugin from config.json, ask it for rules, plan, write an
+//                   Orbax checkpoint <dst>/0/items, commit atomically.
+//   MaxText -> HF   open the Orbax item, find the HF config (recorded in the
+//                   checkpoint by ckptbridge, or --hf-config, or a --model
+//                   preset), plan with the inverted rules, write safetensors
+//                   shards, config.json and tokenizer files, commit.
+//
+// Nothing is written before the plan has succeeded, and nothing appears at
+// the destination unless everything was written (see staging.h).
+#ifndef CKPTBRIDGE_HOST_ENGINE_CONVERT_H_
+#define CKPTBRIDGE_HOST_ENGINE_CONVERT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "host/base/status.h"
+#include "host/engine/execute.h"
+#include "host/engine/plan.h"
+#include "host/plugin/loader.h"
+
+namespace ckptbridge::engine {
+
+struct ConvertOptions {
+  Direction direction = Direction::kToMaxText;
+  std::filesystem::path source;
+  std::filesystem::path destination;
+  bool overwrite = false;
+  // To MaxText: default true. To HF: taken from the checkpoint; an explicit
+  // value that contradicts the checkpoint is an error.
+  std::optional<bool> scan_layers;
+  // "bfloat16", "float32", "source", or empty for the default (to MaxText:
+  // bfloat16, like MaxText; to HF: the HF config's torch_dtype, else bfloat16).
+  std::string save_dtype;
+  bool ocdbt = false;
+  uint64_t max_shard_bytes = uint64_t{3} << 30;
+  std::filesystem::path hf_config_file;  // to HF
+  std::string model_name;                // to HF: a MaxText model name preset
+  std::filesystem::path tokenizer_dir;   // to HF
+  std::string family;                    // force a plugin by name
+  int threads = 0;
+};
+
+struct ConvertObserver {
+  // One line for the user (what was skipped and why, what was copied).
+  std::function<void(const std::string&)> notice;
+  // Called once the plan is known, before any byte is written.
+  std::function<void(const Plan&)> planned;
+  Progress* progress = nullptr;
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+struct ConvertSummary {
+  std::string plugin;      // "llama 0.1.0"
+  std::string model_type;
+  bool scan_layers = true;
+  size_t tensors_read = 0;
+  size_t tensors_written = 0;
+  uint64_t bytes_read = 0;     // tensor bytes
+  uint64_t bytes_written = 0;  // tensor bytes, uncompressed
+  uint64_t bytes_on_disk = 0;  // size of the output directory
+  std::filesystem::path destination;
+};
+
+Result<ConvertSummary> Convert(const ConvertOptions& options, const PluginRegistry& plugins,
+                               const ConvertObserver& observer);
+
+// Picks the plugin for an HF config: by `family` (a plugin name) when given,
+// else by `model_type`, else by `architectures[0]`. Sets `model_type` to the
+// type the adapter should be created for. The error names every plugin found
+// and what it serves.
+Result<const LoadedPlugin*> SelectPlugin(const PluginRegistry& plugins,
+                                         const nlohmann::json& hf_config, std::string_view family,
+                                         std::string* model_type);
+
+// The key under custom_metadata where ckptbridge records what it converted.
+inline constexpr const char* kMetadataKey = "ckptbridge";
+
+// Files copied next to exported weights when present.
+const std::vector<std::string>& TokenizerFileNames();
+
+}  // namespace ckptbridge::engine
+
+#endif  // CKPTBRIDGE_HOST_ENGINE_CONVERT_H_

@@ -1,0 +1,255 @@
+#include "host/engine/execute.h"
+
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "host/base/box.h"
+#include "host/base/numeric.h"
+#include "host/formats/safetensors/writer.h"
+
+namespace ckptbridge::engine {
+namespace {
+
+// Runs `body(unit index)` for every unit on `threads` threads, stopping at
+// the first error or on cancellation.
+Status RunUnits(const Plan& plan, const ExecuteOptions& options,
+                const std::function<Status(const Unit&)>& body) {
+  std::mutex mutex;
+  Status first_error;
+  std::atomic<bool> failed{false};
+  if (options.progress) {
+    options.progress->units_total = plan.units.size();
+    uint64_t total = 0;
+    for (const Unit& u : plan.units) total += u.bytes;
+    options.progress->bytes_total = total;
+  }
+  const int threads = options.threads > 0 ? options.threads
+                                          : static_cast<int>(std::thread::hardware_concurrency());
+  tbb::task_arena arena(std::max(1, threads));
+  arena.execute([&] {
+    tbb::parallel_for(
+        tbb::blocked_range<size_t>(0, plan.units.size(), 1),
+        [&](const tbb::blocked_range<size_t>& range) {
+          for (size_t i = range.begin(); i != range.end(); ++i) {
+            if (failed.load()) return;
+            Status status;
+            if (options.cancel && options.cancel->load()) {
+              status = Cancelled("interrupted");
+            } else {
+              status = body(plan.units[i]);
+            }
+            if (!status.ok()) {
+              std::lock_guard<std::mutex> lock(mutex);
+              if (!failed.exchange(true)) first_error = status;
+              return;
+            }
+            if (options.progress) {
+              options.progress->units_done.fetch_add(1);
+              options.progress->bytes_done.fetch_add(plan.units[i].bytes);
+            }
+          }
+        },
+        tbb::simple_partitioner());
+  });
+  return first_error;
+}
+
+// Where slice `unit` sits in a stacked MaxText tensor: origin and extent.
+void SliceRegion(const PlannedRule& rule, const Unit& unit, const MtTensor& mt,
+                 std::vector<int64_t>& origin, Shape& extent) {
+  origin.assign(mt.shape.size(), 0);
+  extent = mt.shape;
+  for (size_t k = 0; k < rule.rule.stack.size(); ++k) {
+    const int32_t axis = rule.rule.stack[k].mt_axis;
+    origin[axis] = unit.slice[k];
+    extent[axis] = 1;
+  }
+}
+
+Result<Tensor> Widen(DType dtype, const void* data, const Shape& shape) {
+  Tensor t;
+  t.shape = shape;
+  t.data.resize(static_cast<size_t>(NumElementsUnchecked(shape)));
+  CKB_RETURN_IF_ERROR(ToF32(dtype, data, t.data.data(), t.data.size()));
+  return t;
+}
+
+Result<std::string> Narrow(DType dtype, const Tensor& t) {
+  std::string bytes(t.data.size() * DTypeSize(dtype), '\0');
+  CKB_RETURN_IF_ERROR(FromF32(dtype, t.data.data(), bytes.data(), t.data.size()));
+  return bytes;
+}
+
+// Writes the region [origin, origin + extent) of `mt`, given as `bytes`, as
+// the whole chunks it covers.
+Status WriteRegionChunks(orbax::CheckpointWriter& writer, const MtTensor& mt,
+                         const std::vector<int64_t>& origin, const Shape& extent,
+                         const std::string& bytes) {
+  const size_t rank = mt.shape.size();
+  const size_t element = DTypeSize(mt.dtype);
+  std::vector<int64_t> first(rank), count(rank);
+  bool single = true;
+  for (size_t i = 0; i < rank; ++i) {
+    const int64_t c = mt.chunk_shape[i];
+    if (origin[i] % c != 0 || (extent[i] % c != 0 && origin[i] + extent[i] != mt.shape[i])) {
+      return Internal("slice of '" + mt.name + "' does not cover whole chunks of " +
+                      ShapeString(mt.chunk_shape));
+    }
+    first[i] = origin[i] / c;
+    count[i] = (extent[i] + c - 1) / c;
+    single &= count[i] == 1 && extent[i] == c;
+  }
+  if (single) return writer.WriteChunk(mt.name, first, bytes);
+
+  std::vector<int64_t> step(rank, 0);
+  std::string chunk(static_cast<size_t>(NumElementsUnchecked(mt.chunk_shape)) * element, '\0');
+  for (;;) {
+    std::vector<int64_t> index(rank), src_origin(rank);
+    Shape box(rank);
+    for (size_t i = 0; i < rank; ++i) {
+      index[i] = first[i] + step[i];
+      src_origin[i] = step[i] * mt.chunk_shape[i];
+      box[i] = std::min(mt.chunk_shape[i], extent[i] - src_origin[i]);
+    }
+    // Edge chunks are stored full size; the part past the array is zero.
+    std::fill(chunk.begin(), chunk.end(), '\0');
+    CopyBox(bytes.data(), extent, src_origin, chunk.data(), mt.chunk_shape,
+            std::vector<int64_t>(rank, 0), box, element);
+    CKB_RETURN_IF_ERROR(writer.WriteChunk(mt.name, index, chunk));
+    size_t d = rank;
+    while (d > 0) {
+      --d;
+      if (++step[d] < count[d]) break;
+      step[d] = 0;
+      if (d == 0) return Status::Ok();
+    }
+    if (rank == 0) return Status::Ok();
+  }
+}
+
+}  // namespace
+
+Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
+                    orbax::CheckpointWriter& writer, const ExecuteOptions& options) {
+  if (plan.direction != Direction::kToMaxText) return Internal("not a to-MaxText plan");
+  for (const MtTensor& mt : plan.mt_tensors) {
+    std::vector<std::string> keys;
+    size_t start = 0;
+    for (size_t dot = mt.name.find('.'); dot != std::string::npos; dot = mt.name.find('.', start)) {
+      keys.push_back(mt.name.substr(start, dot - start));
+      start = dot + 1;
+    }
+    keys.push_back(mt.name.substr(start));
+    CKB_RETURN_IF_ERROR(writer.AddArray(keys, mt.dtype, mt.shape, mt.chunk_shape).status());
+  }
+
+  return RunUnits(plan, options, [&](const Unit& unit) -> Status {
+    const PlannedRule& rule = plan.rules[unit.rule];
+    std::vector<Tensor> tensors;
+    size_t first_step = 0;
+    if (!rule.forward.steps.empty() && rule.forward.steps[0].op.kind == OpKind::kCustom) {
+      if (!options.adapter) return Internal("a custom op needs the plugin adapter");
+      // The plugin gets its inputs in their source dtype, aligned to their
+      // element size (safetensors data need not be), in host-owned memory.
+      std::vector<TensorRef> inputs;
+      std::vector<std::vector<uint64_t>> aligned;
+      for (size_t idx : unit.hf_tensors) {
+        const HfTensor& hf = plan.hf_tensors[idx];
+        const safetensors::CheckpointTensor* t = source.Find(hf.name);
+        if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
+        const size_t bytes = t->info->num_bytes();
+        aligned.emplace_back((bytes + 7) / 8);
+        std::memcpy(aligned.back().data(), t->file->Data(*t->info), bytes);
+        inputs.push_back({hf.dtype, hf.shape, aligned.back().data()});
+      }
+      Tensor out;
+      out.shape = rule.forward.steps[0].out.at(0);
+      out.data.resize(static_cast<size_t>(NumElementsUnchecked(out.shape)));
+      CKB_RETURN_IF_ERROR(
+          options.adapter->ApplyCustom(rule.forward.steps[0].op.custom_id, inputs,
+                                       {{DType::kF32, out.shape, out.data.data()}}));
+      tensors.push_back(std::move(out));
+      first_step = 1;
+    } else {
+      for (size_t idx : unit.hf_tensors) {
+        const HfTensor& hf = plan.hf_tensors[idx];
+        const safetensors::CheckpointTensor* t = source.Find(hf.name);
+        if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
+        CKB_ASSIGN_OR_RETURN(Tensor tensor, Widen(hf.dtype, t->file->Data(*t->info), hf.shape));
+        tensors.push_back(std::move(tensor));
+      }
+    }
+    CKB_ASSIGN_OR_RETURN(std::vector<Tensor> outputs,
+                         RunChain(rule.forward, std::move(tensors), first_step));
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
+      std::vector<int64_t> origin;
+      Shape extent;
+      SliceRegion(rule, unit, mt, origin, extent);
+      CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(mt.dtype, outputs[i]));
+      outputs[i] = Tensor();  // release the f32 copy before writing
+      CKB_RETURN_IF_ERROR(WriteRegionChunks(writer, mt, origin, extent, bytes));
+    }
+    return Status::Ok();
+  });
+}
+
+Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::filesystem::path& dir,
+               uint64_t max_shard_bytes, const ExecuteOptions& options) {
+  if (plan.direction != Direction::kToHf) return Internal("not a to-HF plan");
+  std::vector<safetensors::TensorSpec> specs;
+  for (const HfTensor& hf : plan.hf_tensors) specs.push_back({hf.name, hf.dtype, hf.shape});
+  CKB_ASSIGN_OR_RETURN(safetensors::ShardPlan shards,
+                       safetensors::PlanShards(std::move(specs), max_shard_bytes));
+  std::vector<std::unique_ptr<safetensors::ShardWriter>> writers;
+  for (const safetensors::PlannedShard& shard : shards.shards) {
+    CKB_ASSIGN_OR_RETURN(auto writer, safetensors::ShardWriter::Create(dir, shard));
+    writers.push_back(std::move(writer));
+  }
+  std::vector<const orbax::ItemReader::ArrayEntry*> arrays;
+  for (const MtTensor& mt : plan.mt_tensors) {
+    const orbax::ItemReader::ArrayEntry* entry = source.Find(mt.name);
+    if (!entry) return Internal("array '" + mt.name + "' vanished from the source");
+    arrays.push_back(entry);
+  }
+
+  CKB_RETURN_IF_ERROR(RunUnits(plan, options, [&](const Unit& unit) -> Status {
+    const PlannedRule& rule = plan.rules[unit.rule];
+    std::vector<Tensor> tensors;
+    for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
+      const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
+      std::vector<int64_t> origin;
+      Shape extent;
+      SliceRegion(rule, unit, mt, origin, extent);
+      std::string bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype),
+                        '\0');
+      // A reader per slice: the chunk it caches is freed with it, so memory
+      // does not grow with the number of arrays.
+      const std::unique_ptr<orbax::ArrayReader> reader = source.Reader(*arrays[rule.mt_tensors[i]]);
+      CKB_RETURN_IF_ERROR(reader->ReadRegion(origin, extent, bytes.data()));
+      CKB_ASSIGN_OR_RETURN(Tensor t, Widen(mt.dtype, bytes.data(), rule.mt_slice_shapes[i]));
+      tensors.push_back(std::move(t));
+    }
+    CKB_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, RunChain(rule.backward, std::move(tensors)));
+    for (size_t j = 0; j < outputs.size(); ++j) {
+      const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[j]];
+      CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(hf.dtype, outputs[j]));
+      const auto [shard, index] = shards.location.at(hf.name);
+      CKB_RETURN_IF_ERROR(writers[shard]->WriteTensor(index, bytes.data(), bytes.size()));
+    }
+    return Status::Ok();
+  }));
+
+  for (auto& writer : writers) CKB_RETURN_IF_ERROR(writer->Finish());
+  if (shards.shards.size() > 1) CKB_RETURN_IF_ERROR(safetensors::WriteIndex(dir, shards));
+  return Status::Ok();
+}
+
+}  // namespace ckptbridge::engine

@@ -1,0 +1,56 @@
+// host/engine/execute.h - running a plan: read, transform, write, unit by unit.
+//
+// A unit is one slice of one rule (a layer, an expert, or a whole tensor).
+// Units run in parallel on a TBB arena of `threads` threads; each one reads
+// only the bytes it needs (safetensors tensors through the mmap, MaxText
+// slices through the chunks that hold them), applies the rule's op chain in
+// f32, rounds once to the output dtype and writes its piece straight to its
+// place: a zarr chunk of its own (to MaxText) or its offset in a
+// preallocated safetensors shard (to HF). No stacked tensor is ever built
+// whole; memory is bounded by the largest slice times the thread count.
+//
+// The first error stops the run (units not yet started are skipped) and is
+// returned; so is cancellation (Cancelled) when `cancel` becomes true.
+#ifndef CKPTBRIDGE_HOST_ENGINE_EXECUTE_H_
+#define CKPTBRIDGE_HOST_ENGINE_EXECUTE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+
+#include "host/base/status.h"
+#include "host/engine/plan.h"
+#include "host/formats/orbax/checkpoint.h"
+#include "host/formats/safetensors/reader.h"
+#include "host/plugin/adapter.h"
+
+namespace ckptbridge::engine {
+
+// Counters a progress display can poll while a plan runs.
+struct Progress {
+  std::atomic<uint64_t> units_done{0};
+  std::atomic<uint64_t> bytes_done{0};  // source bytes of finished units
+  uint64_t units_total = 0;
+  uint64_t bytes_total = 0;
+};
+
+struct ExecuteOptions {
+  int threads = 0;                          // 0: all cores
+  Progress* progress = nullptr;             // optional
+  const std::atomic<bool>* cancel = nullptr;  // optional
+  const Adapter* adapter = nullptr;         // needed for rules with custom ops
+};
+
+// Runs a to-MaxText plan, writing every MaxText tensor of `plan` through
+// `writer` (arrays are declared here). The caller finishes the checkpoint.
+Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
+                    orbax::CheckpointWriter& writer, const ExecuteOptions& options);
+
+// Runs a to-HF plan, writing safetensors shards (and the index when there is
+// more than one) into `dir`.
+Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::filesystem::path& dir,
+               uint64_t max_shard_bytes, const ExecuteOptions& options);
+
+}  // namespace ckptbridge::engine
+
+#endif  // CKPTBRIDGE_HOST_ENGINE_EXECUTE_H_

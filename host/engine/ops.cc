@@ -1,0 +1,450 @@
+#include "host/engine/ops.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <sstream>
+
+namespace ckptbridge::engine {
+namespace {
+
+std::string Join(const std::vector<int64_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s;
+}
+
+std::string FloatText(float f) {
+  std::ostringstream os;
+  os.precision(9);
+  os << f;
+  return os.str();
+}
+
+Status BadOp(const OpSpec& op, const std::string& why) {
+  return InvalidArgument(OpName(op) + ": " + why);
+}
+
+Status CheckAxis(const OpSpec& op, const Shape& shape) {
+  if (op.axis < 0 || static_cast<size_t>(op.axis) >= shape.size()) {
+    return BadOp(op, "axis " + std::to_string(op.axis) + " is out of range for shape " +
+                         ShapeString(shape));
+  }
+  return Status::Ok();
+}
+
+// Views a shape as [outer, shape[axis], inner].
+struct AxisView {
+  int64_t outer = 1;
+  int64_t n = 1;
+  int64_t inner = 1;
+};
+AxisView ViewAround(const Shape& shape, int axis) {
+  AxisView v;
+  for (int i = 0; i < axis; ++i) v.outer *= shape[i];
+  v.n = shape[axis];
+  for (size_t i = axis + 1; i < shape.size(); ++i) v.inner *= shape[i];
+  return v;
+}
+
+}  // namespace
+
+std::string OpName(const OpSpec& op) {
+  switch (op.kind) {
+    case OpKind::kTranspose: return "transpose([" + Join(op.values) + "])";
+    case OpKind::kReshape: return "reshape([" + Join(op.values) + "])";
+    case OpKind::kScale: return "scale(" + FloatText(op.factor) + ")";
+    case OpKind::kAdd: return "add(" + FloatText(op.factor) + ")";
+    case OpKind::kInterleave: return "interleave(axis " + std::to_string(op.axis) + ")";
+    case OpKind::kDeinterleave: return "deinterleave(axis " + std::to_string(op.axis) + ")";
+    case OpKind::kPad:
+      return "pad(axis " + std::to_string(op.axis) + " to " + std::to_string(op.size) + ")";
+    case OpKind::kTruncate:
+      return "truncate(axis " + std::to_string(op.axis) + " to " + std::to_string(op.size) + ")";
+    case OpKind::kConcat: return "concat(axis " + std::to_string(op.axis) + ")";
+    case OpKind::kSplit:
+      return "split(axis " + std::to_string(op.axis) + " into [" + Join(op.values) + "])";
+    case OpKind::kCustom: return "custom(" + std::to_string(op.custom_id) + ")";
+  }
+  return "op(" + std::to_string(static_cast<int>(op.kind)) + ")";
+}
+
+Result<std::vector<Shape>> InferShapes(const OpSpec& op, const std::vector<Shape>& in) {
+  if (op.kind == OpKind::kConcat) {
+    if (in.empty()) return BadOp(op, "no inputs");
+    CKB_RETURN_IF_ERROR(CheckAxis(op, in[0]));
+    Shape out = in[0];
+    for (size_t i = 1; i < in.size(); ++i) {
+      Shape a = in[i], b = in[0];
+      if (a.size() != b.size()) {
+        return BadOp(op, "input shapes " + ShapeString(in[0]) + " and " + ShapeString(in[i]) +
+                             " differ in rank");
+      }
+      a[op.axis] = b[op.axis] = 0;
+      if (a != b) {
+        return BadOp(op, "input shapes " + ShapeString(in[0]) + " and " + ShapeString(in[i]) +
+                             " differ off the concatenation axis");
+      }
+      out[op.axis] += in[i][op.axis];
+    }
+    return std::vector<Shape>{out};
+  }
+  if (op.kind == OpKind::kCustom) {
+    for (int64_t d : op.values) {
+      if (d < 0) return BadOp(op, "negative output dimension");
+    }
+    return std::vector<Shape>{Shape(op.values)};
+  }
+  if (in.size() != 1) {
+    return BadOp(op, "takes one input, got " + std::to_string(in.size()));
+  }
+  const Shape& s = in[0];
+  switch (op.kind) {
+    case OpKind::kTranspose: {
+      if (op.values.size() != s.size()) {
+        return BadOp(op, "permutation has " + std::to_string(op.values.size()) +
+                             " axes but the input " + ShapeString(s) + " has " +
+                             std::to_string(s.size()));
+      }
+      std::vector<int64_t> sorted = op.values;
+      std::sort(sorted.begin(), sorted.end());
+      for (size_t i = 0; i < sorted.size(); ++i) {
+        if (sorted[i] != static_cast<int64_t>(i)) return BadOp(op, "not a permutation");
+      }
+      Shape out(s.size());
+      for (size_t i = 0; i < s.size(); ++i) out[i] = s[op.values[i]];
+      return std::vector<Shape>{out};
+    }
+    case OpKind::kReshape: {
+      CKB_ASSIGN_OR_RETURN(int64_t from, NumElements(s));
+      Result<int64_t> to = NumElements(Shape(op.values));
+      if (!to.ok()) return BadOp(op, to.status().message());
+      if (*to != from) {
+        return BadOp(op, "input " + ShapeString(s) + " has " + std::to_string(from) +
+                             " elements, the new shape " + std::to_string(*to));
+      }
+      return std::vector<Shape>{Shape(op.values)};
+    }
+    case OpKind::kScale:
+    case OpKind::kAdd:
+      return std::vector<Shape>{s};
+    case OpKind::kInterleave:
+    case OpKind::kDeinterleave:
+      CKB_RETURN_IF_ERROR(CheckAxis(op, s));
+      if (s[op.axis] % 2 != 0) {
+        return BadOp(op, "axis size " + std::to_string(s[op.axis]) + " of " + ShapeString(s) +
+                             " is odd");
+      }
+      return std::vector<Shape>{s};
+    case OpKind::kPad:
+    case OpKind::kTruncate: {
+      CKB_RETURN_IF_ERROR(CheckAxis(op, s));
+      const bool pad = op.kind == OpKind::kPad;
+      if (pad ? op.size < s[op.axis] : (op.size > s[op.axis] || op.size < 0)) {
+        return BadOp(op, std::string("cannot ") + (pad ? "pad" : "truncate") + " axis of size " +
+                             std::to_string(s[op.axis]) + " in " + ShapeString(s) + " to " +
+                             std::to_string(op.size));
+      }
+      Shape out = s;
+      out[op.axis] = op.size;
+      return std::vector<Shape>{out};
+    }
+    case OpKind::kSplit: {
+      CKB_RETURN_IF_ERROR(CheckAxis(op, s));
+      int64_t total = 0;
+      std::vector<Shape> outs;
+      for (int64_t piece : op.values) {
+        if (piece < 0) return BadOp(op, "negative piece size");
+        total += piece;
+        Shape o = s;
+        o[op.axis] = piece;
+        outs.push_back(o);
+      }
+      if (total != s[op.axis] || outs.empty()) {
+        return BadOp(op, "pieces add up to " + std::to_string(total) + " but the axis of " +
+                             ShapeString(s) + " is " + std::to_string(s[op.axis]));
+      }
+      return outs;
+    }
+    default:
+      break;
+  }
+  return BadOp(op, "unknown op kind");
+}
+
+Result<OpSpec> InvertOp(const OpSpec& op, const std::vector<Shape>& in) {
+  OpSpec inv = op;
+  switch (op.kind) {
+    case OpKind::kTranspose:
+      for (size_t i = 0; i < op.values.size(); ++i) inv.values[op.values[i]] = static_cast<int64_t>(i);
+      return inv;
+    case OpKind::kReshape:
+      inv.values = in.at(0);
+      return inv;
+    case OpKind::kScale:
+      inv.factor = op.inverse_factor;
+      inv.inverse_factor = op.factor;
+      return inv;
+    case OpKind::kAdd:
+      inv.factor = -op.factor;
+      return inv;
+    case OpKind::kInterleave:
+      inv.kind = OpKind::kDeinterleave;
+      return inv;
+    case OpKind::kDeinterleave:
+      inv.kind = OpKind::kInterleave;
+      return inv;
+    case OpKind::kPad:
+      inv.kind = OpKind::kTruncate;
+      inv.size = in.at(0).at(op.axis);
+      return inv;
+    case OpKind::kTruncate:
+      inv.kind = OpKind::kPad;
+      inv.size = in.at(0).at(op.axis);
+      return inv;
+    case OpKind::kConcat:
+      inv.kind = OpKind::kSplit;
+      inv.values.clear();
+      for (const Shape& s : in) inv.values.push_back(s.at(op.axis));
+      return inv;
+    case OpKind::kSplit:
+      inv.kind = OpKind::kConcat;
+      inv.values.clear();
+      return inv;
+    case OpKind::kCustom:
+      break;
+  }
+  return Unsupported(OpName(op) + " has no inverse");
+}
+
+Result<Chain> ResolveChain(const std::vector<OpSpec>& ops, const std::vector<Shape>& inputs) {
+  Chain chain;
+  chain.inputs = inputs;
+  if (inputs.empty()) return InvalidArgument("a rule needs at least one input");
+  std::vector<Shape> current = inputs;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const OpSpec& op = ops[i];
+    if ((op.kind == OpKind::kConcat || op.kind == OpKind::kCustom) && i != 0) {
+      return InvalidArgument(OpName(op) + " may only be the first op of a rule");
+    }
+    if (op.kind == OpKind::kSplit && i + 1 != ops.size()) {
+      return InvalidArgument(OpName(op) + " may only be the last op of a rule");
+    }
+    if (current.size() > 1 && op.kind != OpKind::kConcat && op.kind != OpKind::kCustom) {
+      return InvalidArgument("the rule has " + std::to_string(current.size()) +
+                             " inputs, so its first op must be concat or custom, not " +
+                             OpName(op));
+    }
+    CKB_ASSIGN_OR_RETURN(std::vector<Shape> next, InferShapes(op, current));
+    chain.steps.push_back({op, current, next});
+    current = std::move(next);
+  }
+  if (ops.empty() && inputs.size() != 1) {
+    return InvalidArgument("the rule has " + std::to_string(inputs.size()) +
+                           " inputs but no op that joins them");
+  }
+  chain.outputs = current;
+  return chain;
+}
+
+Result<Chain> InvertChain(const Chain& chain) {
+  std::vector<OpSpec> ops;
+  for (auto it = chain.steps.rbegin(); it != chain.steps.rend(); ++it) {
+    CKB_ASSIGN_OR_RETURN(OpSpec inv, InvertOp(it->op, it->in));
+    ops.push_back(std::move(inv));
+  }
+  return ResolveChain(ops, chain.outputs);
+}
+
+Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm) {
+  const size_t rank = in.shape.size();
+  Tensor out;
+  out.shape.resize(rank);
+  for (size_t i = 0; i < rank; ++i) out.shape[i] = in.shape[perm[i]];
+  out.data.resize(in.data.size());
+  if (in.data.empty()) return out;
+
+  if (rank == 2 && perm[0] == 1) {
+    // Cache-blocked 2-D transpose: tiles keep both reads and writes local.
+    const int64_t rows = in.shape[0], cols = in.shape[1];
+    constexpr int64_t kTile = 32;
+    const float* src = in.data.data();
+    float* dst = out.data.data();
+    for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+      const int64_t r1 = std::min(rows, r0 + kTile);
+      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+        const int64_t c1 = std::min(cols, c0 + kTile);
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+        }
+      }
+    }
+    return out;
+  }
+
+  // General case: walk the output in order, stepping the input offset with an
+  // odometer over the permuted strides.
+  const std::vector<int64_t> in_strides = RowMajorStrides(in.shape);
+  std::vector<int64_t> strides(rank);
+  for (size_t i = 0; i < rank; ++i) strides[i] = in_strides[perm[i]];
+  std::vector<int64_t> index(rank, 0);
+  int64_t offset = 0;
+  const int64_t inner = rank ? out.shape[rank - 1] : 1;
+  const int64_t inner_stride = rank ? strides[rank - 1] : 0;
+  const int64_t total = static_cast<int64_t>(out.data.size());
+  for (int64_t o = 0; o < total; o += inner) {
+    const float* src = in.data.data() + offset;
+    float* dst = out.data.data() + o;
+    for (int64_t j = 0; j < inner; ++j) dst[j] = src[j * inner_stride];
+    for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; --d) {
+      offset += strides[d];
+      if (++index[d] < out.shape[d]) break;
+      offset -= strides[d] * out.shape[d];
+      index[d] = 0;
+    }
+  }
+  return out;
+}
+
+void Scale(Tensor& t, float factor) {
+  for (float& x : t.data) x *= factor;
+}
+
+void AddConstant(Tensor& t, float constant) {
+  for (float& x : t.data) x += constant;
+}
+
+namespace {
+
+// out[o][k][:] = in[o][source(k)][:] along `axis`, where the output axis has
+// `out_n` entries and source(k) < 0 means zeros.
+template <typename SourceFn>
+Tensor GatherAxis(const Tensor& in, int axis, int64_t out_n, SourceFn source) {
+  const AxisView v = ViewAround(in.shape, axis);
+  Tensor out;
+  out.shape = in.shape;
+  out.shape[axis] = out_n;
+  out.data.assign(static_cast<size_t>(v.outer * out_n * v.inner), 0.0f);
+  for (int64_t o = 0; o < v.outer; ++o) {
+    for (int64_t k = 0; k < out_n; ++k) {
+      const int64_t s = source(k);
+      if (s < 0) continue;
+      std::memcpy(out.data.data() + (o * out_n + k) * v.inner,
+                  in.data.data() + (o * v.n + s) * v.inner, sizeof(float) * v.inner);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor Interleave(const Tensor& in, int axis) {
+  const int64_t n = in.shape[axis], half = n / 2;
+  // out[2j] = in[j], out[2j+1] = in[j + n/2]
+  return GatherAxis(in, axis, n, [half](int64_t k) { return (k % 2) ? half + k / 2 : k / 2; });
+}
+
+Tensor Deinterleave(const Tensor& in, int axis) {
+  const int64_t n = in.shape[axis], half = n / 2;
+  // out[j] = in[2j], out[j + n/2] = in[2j+1]
+  return GatherAxis(in, axis, n,
+                    [half](int64_t k) { return k < half ? 2 * k : 2 * (k - half) + 1; });
+}
+
+Tensor Resize(const Tensor& in, int axis, int64_t size) {
+  const int64_t n = in.shape[axis];
+  return GatherAxis(in, axis, size, [n](int64_t k) { return k < n ? k : -1; });
+}
+
+Tensor Concat(const std::vector<Tensor>& in, int axis) {
+  Tensor out;
+  out.shape = in.at(0).shape;
+  out.shape[axis] = 0;
+  for (const Tensor& t : in) out.shape[axis] += t.shape[axis];
+  const AxisView v = ViewAround(out.shape, axis);
+  out.data.resize(static_cast<size_t>(v.outer * v.n * v.inner));
+  for (int64_t o = 0; o < v.outer; ++o) {
+    float* dst = out.data.data() + o * v.n * v.inner;
+    for (const Tensor& t : in) {
+      const int64_t block = t.shape[axis] * v.inner;
+      std::memcpy(dst, t.data.data() + o * block, sizeof(float) * block);
+      dst += block;
+    }
+  }
+  return out;
+}
+
+std::vector<Tensor> Split(const Tensor& in, int axis, const std::vector<int64_t>& sizes) {
+  const AxisView v = ViewAround(in.shape, axis);
+  std::vector<Tensor> outs;
+  int64_t start = 0;
+  for (int64_t piece : sizes) {
+    Tensor t;
+    t.shape = in.shape;
+    t.shape[axis] = piece;
+    t.data.resize(static_cast<size_t>(v.outer * piece * v.inner));
+    for (int64_t o = 0; o < v.outer; ++o) {
+      std::memcpy(t.data.data() + o * piece * v.inner,
+                  in.data.data() + (o * v.n + start) * v.inner, sizeof(float) * piece * v.inner);
+    }
+    start += piece;
+    outs.push_back(std::move(t));
+  }
+  return outs;
+}
+
+Result<std::vector<Tensor>> RunChain(const Chain& chain, std::vector<Tensor> tensors,
+                                     size_t first_step) {
+  for (size_t i = first_step; i < chain.steps.size(); ++i) {
+    const ChainStep& step = chain.steps[i];
+    const OpSpec& op = step.op;
+    if (tensors.size() != step.in.size()) {
+      return Internal(OpName(op) + ": expected " + std::to_string(step.in.size()) +
+                      " inputs, got " + std::to_string(tensors.size()));
+    }
+    for (size_t k = 0; k < tensors.size(); ++k) {
+      if (tensors[k].shape != step.in[k]) {
+        return Internal(OpName(op) + ": input " + ShapeString(tensors[k].shape) +
+                        " does not match the planned " + ShapeString(step.in[k]));
+      }
+    }
+    switch (op.kind) {
+      case OpKind::kTranspose:
+        tensors[0] = Transpose(tensors[0], op.values);
+        break;
+      case OpKind::kReshape:
+        tensors[0].shape = op.values;
+        break;
+      case OpKind::kScale:
+        Scale(tensors[0], op.factor);
+        break;
+      case OpKind::kAdd:
+        AddConstant(tensors[0], op.factor);
+        break;
+      case OpKind::kInterleave:
+        tensors[0] = Interleave(tensors[0], op.axis);
+        break;
+      case OpKind::kDeinterleave:
+        tensors[0] = Deinterleave(tensors[0], op.axis);
+        break;
+      case OpKind::kPad:
+      case OpKind::kTruncate:
+        tensors[0] = Resize(tensors[0], op.axis, op.size);
+        break;
+      case OpKind::kConcat: {
+        Tensor joined = Concat(tensors, op.axis);
+        tensors.clear();
+        tensors.push_back(std::move(joined));
+        break;
+      }
+      case OpKind::kSplit:
+        tensors = Split(tensors[0], op.axis, op.values);
+        break;
+      case OpKind::kCustom:
+        return Internal("custom ops run in the executor, not in RunChain");
+    }
+  }
+  return tensors;
+}
+
+}  // namespace ckptbridge::engine

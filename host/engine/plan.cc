@@ -1,0 +1,457 @@
+#include "host/engine/plan.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "host/base/numeric.h"
+
+namespace ckptbridge::engine {
+namespace {
+
+constexpr size_t kMaxListed = 12;
+
+std::string ListNames(const std::vector<std::string>& names) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < kMaxListed; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > kMaxListed) s += ", ... and " + std::to_string(names.size() - kMaxListed) + " more";
+  return s;
+}
+
+std::string_view Placeholder(int32_t meaning) {
+  return meaning == CKB_AXIS_LAYERS ? "{layer}" : "{expert}";
+}
+
+std::string RuleLabel(std::string_view plugin_label, const Rule& rule) {
+  std::string s(plugin_label);
+  s += ": rule for '";
+  s += rule.mt_outputs.empty() ? std::string("?") : rule.mt_outputs[0].name;
+  s += "'";
+  return s;
+}
+
+// What a rule's declarations imply, checked once.
+struct RuleShapes {
+  std::vector<Shape> slice_shapes;           // per MaxText output
+  std::vector<std::vector<int32_t>> stacked;  // per output: its stacked axes, ascending
+  std::vector<int64_t> counts;                // per stack axis
+};
+
+Result<RuleShapes> CheckRule(const Rule& rule, std::string_view label) {
+  auto fail = [&](const std::string& why) { return InvalidArgument(std::string(label) + ": " + why); };
+  if (rule.hf_inputs.empty() || rule.mt_outputs.empty()) return fail("needs HF inputs and MaxText outputs");
+  if (rule.stack.size() > 2) return fail("stacks more than two axes");
+  RuleShapes shapes;
+  std::set<int32_t> meanings, axes;
+  for (const StackAxis& s : rule.stack) {
+    if (s.meaning != CKB_AXIS_LAYERS && s.meaning != CKB_AXIS_EXPERTS) {
+      return fail("a stacked axis must mean layers or experts");
+    }
+    if (!meanings.insert(s.meaning).second) return fail("stacks the same placeholder twice");
+    if (!axes.insert(s.mt_axis).second) return fail("stacks two things on one axis");
+    if (s.count < 1) return fail("stack count must be at least 1");
+    bool used = false;
+    for (const TensorDecl& in : rule.hf_inputs) {
+      used |= in.name.find(Placeholder(s.meaning)) != std::string::npos;
+    }
+    if (!used) {
+      return fail("stacks on " + std::string(Placeholder(s.meaning)) +
+                  " but no HF key template contains it");
+    }
+    shapes.counts.push_back(s.count);
+  }
+  for (const TensorDecl& in : rule.hf_inputs) {
+    for (int32_t m : {CKB_AXIS_LAYERS, CKB_AXIS_EXPERTS}) {
+      if (in.name.find(Placeholder(m)) != std::string::npos && !meanings.count(m)) {
+        return fail("HF key template '" + in.name + "' uses " + std::string(Placeholder(m)) +
+                    " but the rule does not stack it");
+      }
+    }
+  }
+  for (const TensorDecl& out : rule.mt_outputs) {
+    Shape slice = out.dims;
+    std::vector<int32_t> stacked(axes.begin(), axes.end());
+    for (const StackAxis& s : rule.stack) {
+      if (s.mt_axis < 0 || static_cast<size_t>(s.mt_axis) >= out.dims.size() ||
+          out.dims[s.mt_axis] != s.count) {
+        return fail("MaxText shape " + ShapeString(out.dims) + " of '" + out.name +
+                    "' has no axis " + std::to_string(s.mt_axis) + " of size " +
+                    std::to_string(s.count) + " to stack on");
+      }
+    }
+    for (auto it = stacked.rbegin(); it != stacked.rend(); ++it) slice.erase(slice.begin() + *it);
+    shapes.slice_shapes.push_back(slice);
+    shapes.stacked.push_back(stacked);
+  }
+  return shapes;
+}
+
+// Calls fn(slice) for every combination of stack indices, row-major.
+template <typename Fn>
+Status ForEachSlice(const std::vector<int64_t>& counts, Fn&& fn) {
+  std::vector<int64_t> slice(counts.size(), 0);
+  for (;;) {
+    CKB_RETURN_IF_ERROR(fn(slice));
+    size_t d = counts.size();
+    while (d > 0) {
+      --d;
+      if (++slice[d] < counts[d]) break;
+      slice[d] = 0;
+      if (d == 0) return Status::Ok();
+    }
+    if (counts.empty()) return Status::Ok();
+  }
+}
+
+void AddIgnored(std::vector<IgnoredGroup>& groups, const std::string& reason, std::string name) {
+  for (IgnoredGroup& g : groups) {
+    if (g.reason == reason) {
+      g.names.push_back(std::move(name));
+      return;
+    }
+  }
+  groups.push_back({reason, {std::move(name)}});
+}
+
+const IgnoreRule* FindIgnore(const RuleSet& rules, int32_t side, std::string_view name) {
+  for (const IgnoreRule& ignore : rules.ignores) {
+    if (ignore.side == side && GlobMatch(ignore.pattern, name)) return &ignore;
+  }
+  return nullptr;
+}
+
+Status CheckChainOutputs(const Chain& chain, const RuleShapes& shapes, std::string_view label) {
+  if (chain.outputs != shapes.slice_shapes) {
+    std::string got, want;
+    for (const Shape& s : chain.outputs) got += (got.empty() ? "" : ", ") + ShapeString(s);
+    for (const Shape& s : shapes.slice_shapes) want += (want.empty() ? "" : ", ") + ShapeString(s);
+    return InvalidArgument(std::string(label) + ": its ops turn the HF slice into " + got +
+                           " but the MaxText slice is " + want);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string OrbaxName(std::string_view path) {
+  std::string name(kOrbaxParamsPrefix);
+  name += path;
+  return name;
+}
+
+bool GlobMatch(std::string_view pattern, std::string_view name) {
+  return ::fnmatch(std::string(pattern).c_str(), std::string(name).c_str(), 0) == 0;
+}
+
+std::string ResolveTemplate(const std::string& name_template, const Rule& rule,
+                            const std::vector<int64_t>& slice) {
+  std::string name = name_template;
+  for (size_t k = 0; k < rule.stack.size(); ++k) {
+    const StackAxis& s = rule.stack[k];
+    const std::string value = std::to_string(s.hf_start + s.hf_stride * slice[k]);
+    const std::string_view placeholder = Placeholder(s.meaning);
+    for (size_t at = name.find(placeholder); at != std::string::npos;
+         at = name.find(placeholder, at + value.size())) {
+      name.replace(at, placeholder.size(), value);
+    }
+  }
+  return name;
+}
+
+Shape ChooseChunkShape(const Shape& shape, const std::vector<int32_t>& stack_axes,
+                       size_t element_size, uint64_t max_chunk_bytes) {
+  Shape chunk = shape;
+  for (int64_t& d : chunk) d = std::max<int64_t>(d, 1);
+  for (int32_t a : stack_axes) chunk[a] = 1;
+  auto bytes = [&] {
+    uint64_t n = element_size;
+    for (int64_t d : chunk) n *= static_cast<uint64_t>(d);
+    return n;
+  };
+  while (bytes() > max_chunk_bytes) {
+    // Cut the largest unstacked dim to the next smaller divisor of its size,
+    // so chunks tile the array exactly (as Orbax's choose_chunk_shape does).
+    int best = -1;
+    for (size_t i = 0; i < chunk.size(); ++i) {
+      if (chunk[i] > 1 && (best < 0 || chunk[i] > chunk[best])) best = static_cast<int>(i);
+    }
+    if (best < 0) break;
+    int64_t next = chunk[best] - 1;
+    while (next > 1 && shape[best] % next != 0) --next;
+    chunk[best] = next;
+  }
+  return chunk;
+}
+
+Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& source,
+                           const ToMaxTextOptions& options, std::string_view plugin_label) {
+  Plan plan;
+  plan.direction = Direction::kToMaxText;
+  std::map<std::string, size_t> hf_index;
+  std::set<std::string> mt_names;
+  std::vector<std::string> missing;
+
+  for (const Rule& rule : rules.rules) {
+    const std::string label = RuleLabel(plugin_label, rule);
+    CKB_ASSIGN_OR_RETURN(RuleShapes shapes, CheckRule(rule, label));
+
+    if (rule.optional()) {
+      bool any = false;
+      CKB_RETURN_IF_ERROR(ForEachSlice(shapes.counts, [&](const std::vector<int64_t>& slice) {
+        for (const TensorDecl& in : rule.hf_inputs) {
+          any |= source.Find(ResolveTemplate(in.name, rule, slice)) != nullptr;
+        }
+        return Status::Ok();
+      }));
+      if (!any) continue;
+    }
+
+    std::vector<Shape> input_shapes;
+    for (const TensorDecl& in : rule.hf_inputs) input_shapes.push_back(in.dims);
+    Result<Chain> forward = ResolveChain(rule.ops, input_shapes);
+    if (!forward.ok()) return forward.status().WithContext(label);
+    CKB_RETURN_IF_ERROR(CheckChainOutputs(*forward, shapes, label));
+    const bool custom = !rule.ops.empty() && rule.ops[0].kind == OpKind::kCustom;
+
+    PlannedRule planned;
+    planned.rule = rule;
+    planned.forward = std::move(*forward);
+    planned.mt_slice_shapes = shapes.slice_shapes;
+    planned.num_slices = 1;
+    for (int64_t c : shapes.counts) planned.num_slices *= c;
+    const size_t rule_index = plan.rules.size();
+
+    std::optional<DType> first_source_dtype;
+    Status status = ForEachSlice(shapes.counts, [&](const std::vector<int64_t>& slice) {
+      Unit unit;
+      unit.rule = rule_index;
+      unit.slice = slice;
+      for (const TensorDecl& in : rule.hf_inputs) {
+        const std::string name = ResolveTemplate(in.name, rule, slice);
+        const safetensors::CheckpointTensor* t = source.Find(name);
+        if (!t) {
+          missing.push_back(name);
+          continue;
+        }
+        const std::string file = t->file->path().filename().string();
+        if (t->info->shape != in.dims) {
+          return InvalidArgument(file + ": tensor '" + name + "' has shape " +
+                                 ShapeString(t->info->shape) + " but " + std::string(plugin_label) +
+                                 " expects " + ShapeString(in.dims) +
+                                 " from config.json (does config.json match the weights?)");
+        }
+        if (!custom && !IsFloating(t->info->dtype)) {
+          return InvalidArgument(file + ": tensor '" + name + "' has dtype " +
+                                 std::string(SafetensorsName(t->info->dtype)) +
+                                 " but floating-point weights are expected (quantized or packed "
+                                 "checkpoints need their own plugin support)");
+        }
+        if (!first_source_dtype) first_source_dtype = t->info->dtype;
+        auto [it, inserted] = hf_index.emplace(name, plan.hf_tensors.size());
+        if (inserted) {
+          plan.hf_tensors.push_back({name, t->info->shape, t->info->dtype});
+          plan.read_bytes += t->info->num_bytes();
+        }
+        unit.hf_tensors.push_back(it->second);
+        unit.bytes += t->info->num_bytes();
+      }
+      plan.units.push_back(std::move(unit));
+      return Status::Ok();
+    });
+    CKB_RETURN_IF_ERROR(status);
+
+    for (size_t i = 0; i < rule.mt_outputs.size(); ++i) {
+      const TensorDecl& out = rule.mt_outputs[i];
+      MtTensor mt;
+      mt.name = OrbaxName(out.name);
+      if (!mt_names.insert(mt.name).second) {
+        return InvalidArgument(label + ": MaxText tensor '" + out.name +
+                               "' is produced by two rules");
+      }
+      mt.shape = out.dims;
+      mt.axis_meanings = out.axis_meanings;
+      mt.stack_axes = shapes.stacked[i];
+      mt.dtype = options.save_dtype.value_or(first_source_dtype.value_or(DType::kF32));
+      if (!WritableFromF32(mt.dtype)) {
+        return InvalidArgument("--save-dtype source: '" + out.name + "' would be " +
+                               std::string(ZarrName(mt.dtype)) +
+                               ", which ckptbridge cannot write; choose bfloat16 or float32");
+      }
+      mt.chunk_shape =
+          ChooseChunkShape(mt.shape, mt.stack_axes, DTypeSize(mt.dtype), options.max_chunk_bytes);
+      Result<int64_t> bytes = NumBytes(mt.shape, DTypeSize(mt.dtype));
+      if (!bytes.ok()) return bytes.status().WithContext(label);
+      plan.write_bytes += static_cast<uint64_t>(*bytes);
+      planned.mt_tensors.push_back(plan.mt_tensors.size());
+      plan.mt_tensors.push_back(std::move(mt));
+    }
+    plan.rules.push_back(std::move(planned));
+  }
+
+  if (!missing.empty()) {
+    return NotFound(std::string(plugin_label) + " needs " + std::to_string(missing.size()) +
+                    " tensor" + (missing.size() == 1 ? "" : "s") + " that " +
+                    (missing.size() == 1 ? "is" : "are") + " not in " + source.path().string() +
+                    ": " + ListNames(missing) +
+                    " (a config.json that does not match the weights, or a partial download?)");
+  }
+
+  std::vector<std::string> unmapped;
+  for (const safetensors::CheckpointTensor& t : source.tensors()) {
+    if (hf_index.count(t.info->name)) continue;
+    if (const IgnoreRule* ignore = FindIgnore(rules, CKB_SIDE_HF, t.info->name)) {
+      AddIgnored(plan.ignored, ignore->reason, t.info->name);
+    } else {
+      unmapped.push_back(t.info->name);
+    }
+  }
+  if (!unmapped.empty()) {
+    return InvalidArgument(source.path().string() + " has " + std::to_string(unmapped.size()) +
+                           " tensor" + (unmapped.size() == 1 ? "" : "s") + " that " +
+                           std::string(plugin_label) + " does not map: " + ListNames(unmapped) +
+                           " (a different model family, or a layout this plugin does not know)");
+  }
+  return plan;
+}
+
+Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
+                      const ToHfOptions& options, std::string_view plugin_label) {
+  Plan plan;
+  plan.direction = Direction::kToHf;
+  std::map<std::string, size_t> mt_index;
+  std::set<std::string> hf_names;
+  std::vector<std::string> missing;
+  const std::string item = source.location().item_dir.string();
+
+  for (const Rule& rule : rules.rules) {
+    const std::string label = RuleLabel(plugin_label, rule);
+    CKB_ASSIGN_OR_RETURN(RuleShapes shapes, CheckRule(rule, label));
+
+    std::vector<const orbax::ItemReader::ArrayEntry*> arrays;
+    size_t found = 0;
+    for (const TensorDecl& out : rule.mt_outputs) {
+      arrays.push_back(source.Find(OrbaxName(out.name)));
+      found += arrays.back() != nullptr;
+    }
+    if (found == 0 && rule.optional()) continue;
+    if (found < arrays.size()) {
+      for (size_t i = 0; i < arrays.size(); ++i) {
+        if (!arrays[i]) missing.push_back(OrbaxName(rule.mt_outputs[i].name));
+      }
+      continue;
+    }
+
+    std::vector<Shape> input_shapes;
+    for (const TensorDecl& in : rule.hf_inputs) input_shapes.push_back(in.dims);
+    Result<Chain> forward = ResolveChain(rule.ops, input_shapes);
+    if (!forward.ok()) return forward.status().WithContext(label);
+    CKB_RETURN_IF_ERROR(CheckChainOutputs(*forward, shapes, label));
+    Result<Chain> backward = InvertChain(*forward);
+    if (!backward.ok()) {
+      return Unsupported(label + ": cannot be exported: " + backward.status().message());
+    }
+
+    PlannedRule planned;
+    planned.rule = rule;
+    planned.forward = std::move(*forward);
+    planned.backward = std::move(*backward);
+    planned.mt_slice_shapes = shapes.slice_shapes;
+    planned.num_slices = 1;
+    for (int64_t c : shapes.counts) planned.num_slices *= c;
+
+    for (size_t i = 0; i < rule.mt_outputs.size(); ++i) {
+      const TensorDecl& out = rule.mt_outputs[i];
+      const orbax::ItemReader::ArrayEntry& array = *arrays[i];
+      const std::string name = OrbaxName(out.name);
+      if (array.metadata.shape != out.dims) {
+        return InvalidArgument(item + ": array '" + name + "' has shape " +
+                               ShapeString(array.metadata.shape) + " but " +
+                               std::string(plugin_label) + " expects " + ShapeString(out.dims) +
+                               " (a checkpoint of another model size, or scanned vs unscanned?)");
+      }
+      if (!IsFloating(array.metadata.dtype)) {
+        return InvalidArgument(item + ": array '" + name + "' has dtype " +
+                               std::string(ZarrName(array.metadata.dtype)) +
+                               " but floating-point weights are expected");
+      }
+      auto [it, inserted] = mt_index.emplace(name, plan.mt_tensors.size());
+      if (inserted) {
+        MtTensor mt;
+        mt.name = name;
+        mt.shape = array.metadata.shape;
+        mt.dtype = array.metadata.dtype;
+        mt.chunk_shape = array.metadata.chunk_shape;
+        mt.axis_meanings = out.axis_meanings;
+        mt.stack_axes = shapes.stacked[i];
+        plan.read_bytes += static_cast<uint64_t>(NumElementsUnchecked(mt.shape)) * DTypeSize(mt.dtype);
+        plan.mt_tensors.push_back(std::move(mt));
+      }
+      planned.mt_tensors.push_back(it->second);
+    }
+
+    const DType stored = plan.mt_tensors[planned.mt_tensors[0]].dtype;
+    const DType out_dtype = options.save_dtype.value_or(stored);
+    if (!WritableFromF32(out_dtype)) {
+      return InvalidArgument("--save-dtype source: " + label + " would write " +
+                             std::string(ZarrName(out_dtype)) +
+                             ", which ckptbridge cannot write; choose bfloat16 or float32");
+    }
+    const size_t rule_index = plan.rules.size();
+    Status status = ForEachSlice(shapes.counts, [&](const std::vector<int64_t>& slice) {
+      Unit unit;
+      unit.rule = rule_index;
+      unit.slice = slice;
+      for (const TensorDecl& in : rule.hf_inputs) {
+        std::string name = ResolveTemplate(in.name, rule, slice);
+        if (!hf_names.insert(name).second) {
+          return InvalidArgument(label + ": HF tensor '" + name + "' is produced twice");
+        }
+        unit.hf_tensors.push_back(plan.hf_tensors.size());
+        const uint64_t bytes = static_cast<uint64_t>(NumElementsUnchecked(in.dims)) * DTypeSize(out_dtype);
+        plan.write_bytes += bytes;
+        unit.bytes += bytes;
+        plan.hf_tensors.push_back({std::move(name), in.dims, out_dtype});
+      }
+      plan.units.push_back(std::move(unit));
+      return Status::Ok();
+    });
+    CKB_RETURN_IF_ERROR(status);
+    plan.rules.push_back(std::move(planned));
+  }
+
+  if (!missing.empty()) {
+    return NotFound(item + " lacks " + std::to_string(missing.size()) + " array" +
+                    (missing.size() == 1 ? "" : "s") + " that " + std::string(plugin_label) +
+                    " needs: " + ListNames(missing) +
+                    " (is the checkpoint scanned as --scan-layers says, and of this model?)");
+  }
+
+  std::vector<std::string> unmapped;
+  for (const orbax::ItemReader::ArrayEntry& array : source.arrays()) {
+    const std::string name = array.leaf->name();
+    if (mt_index.count(name)) continue;
+    if (name.rfind(kOrbaxParamsPrefix, 0) != 0) {
+      // MaxText's TrainState: the step counter is expected; optimizer state
+      // is worth a note, since it is dropped.
+      if (name != "step") AddIgnored(plan.ignored, "training state, not a model parameter", name);
+      continue;
+    }
+    const std::string path = name.substr(kOrbaxParamsPrefix.size());
+    if (const IgnoreRule* ignore = FindIgnore(rules, CKB_SIDE_MAXTEXT, path)) {
+      AddIgnored(plan.ignored, ignore->reason, name);
+    } else {
+      unmapped.push_back(name);
+    }
+  }
+  if (!unmapped.empty()) {
+    return InvalidArgument(item + " has " + std::to_string(unmapped.size()) + " array" +
+                           (unmapped.size() == 1 ? "" : "s") + " that " +
+                           std::string(plugin_label) + " does not map: " + ListNames(unmapped) +
+                           " (a different model family, or scanned vs unscanned?)");
+  }
+  return plan;
+}
+
+}  // namespace ckptbridge::engine

@@ -1,0 +1,127 @@
+// host/engine/plan.h - matching a plugin's rules to a source checkpoint.
+//
+// Planning reads only headers and metadata. It resolves every rule against
+// the source with strict accounting - every source tensor is consumed by a
+// rule or declared ignored by the plugin, every tensor a rule needs is there
+// with the declared shape - and fails before a byte is written, listing the
+// keys, when anything does not add up. The result knows every output
+// tensor's name, shape, dtype and chunking, and cuts the work into units: one
+// unit per slice of a rule (one layer, one expert, or the whole tensor).
+//
+// Naming: MaxText tensors are stored in Orbax as `params.params.<path>`
+// (TrainState.params holding the Flax `params` collection, as MaxText saves
+// them); rules name them by `<path>`.
+#ifndef CKPTBRIDGE_HOST_ENGINE_PLAN_H_
+#define CKPTBRIDGE_HOST_ENGINE_PLAN_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "host/base/dtype.h"
+#include "host/base/shape.h"
+#include "host/base/status.h"
+#include "host/engine/ops.h"
+#include "host/formats/orbax/checkpoint.h"
+#include "host/formats/safetensors/reader.h"
+#include "host/plugin/rules.h"
+
+namespace ckptbridge::engine {
+
+enum class Direction { kToMaxText, kToHf };
+
+// The Orbax name of MaxText parameter `path`: "params.params." + path.
+std::string OrbaxName(std::string_view path);
+inline constexpr std::string_view kOrbaxParamsPrefix = "params.params.";
+
+// A MaxText tensor: written (to MaxText) or read (to HF).
+struct MtTensor {
+  std::string name;               // Orbax name, params.params.<path>
+  Shape shape;
+  DType dtype = DType::kInvalid;  // written dtype, or the stored one
+  Shape chunk_shape;              // when writing
+  std::vector<int32_t> axis_meanings;
+  std::vector<int32_t> stack_axes;  // MaxText axes that are stacked (one slice per index)
+};
+
+// An HF tensor: read (to MaxText) or written (to HF).
+struct HfTensor {
+  std::string name;
+  Shape shape;
+  DType dtype = DType::kInvalid;
+};
+
+// One rule, resolved.
+struct PlannedRule {
+  Rule rule;
+  Chain forward;   // HF slices -> MaxText slices
+  Chain backward;  // MaxText slices -> HF slices (MaxText -> HF only)
+  std::vector<size_t> mt_tensors;  // index into Plan::mt_tensors, per output
+  std::vector<Shape> mt_slice_shapes;
+  int64_t num_slices = 1;
+};
+
+// One unit of work: one slice of one rule.
+struct Unit {
+  size_t rule = 0;
+  std::vector<int64_t> slice;          // index per stack axis of the rule
+  std::vector<size_t> hf_tensors;      // index into Plan::hf_tensors, per HF input
+  uint64_t bytes = 0;                  // bytes this unit reads (for progress)
+};
+
+// Tensors skipped on purpose, grouped by the plugin's reason.
+struct IgnoredGroup {
+  std::string reason;
+  std::vector<std::string> names;
+};
+
+struct Plan {
+  Direction direction = Direction::kToMaxText;
+  std::vector<PlannedRule> rules;
+  std::vector<Unit> units;
+  std::vector<MtTensor> mt_tensors;
+  std::vector<HfTensor> hf_tensors;
+  std::vector<IgnoredGroup> ignored;
+  uint64_t read_bytes = 0;   // tensor bytes read from the source
+  uint64_t write_bytes = 0;  // uncompressed tensor bytes written
+};
+
+struct ToMaxTextOptions {
+  // Output dtype of every MaxText tensor; nullopt keeps each source dtype.
+  std::optional<DType> save_dtype = DType::kBF16;
+  // Largest zarr chunk; larger slices are cut along their unstacked axes.
+  uint64_t max_chunk_bytes = uint64_t{2} << 30;
+};
+
+struct ToHfOptions {
+  // Output dtype of every HF tensor; nullopt keeps each stored dtype.
+  std::optional<DType> save_dtype = DType::kBF16;
+};
+
+// The rules that turn `source` into MaxText tensors. `plugin_label` (e.g.
+// "plugin 'llama' 0.1.0") appears in accounting errors.
+Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& source,
+                           const ToMaxTextOptions& options, std::string_view plugin_label);
+
+// The rules that turn the arrays of `source` into HF tensors.
+Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
+                      const ToHfOptions& options, std::string_view plugin_label);
+
+// Substitutes `{layer}` / `{expert}` in an HF key template for one slice.
+std::string ResolveTemplate(const std::string& name_template, const Rule& rule,
+                            const std::vector<int64_t>& slice);
+
+// The chunk shape ckptbridge writes: 1 along stacked axes, whole elsewhere,
+// then the largest unstacked dims cut to smaller divisors of their size
+// until a chunk holds at most `max_chunk_bytes`.
+Shape ChooseChunkShape(const Shape& shape, const std::vector<int32_t>& stack_axes,
+                       size_t element_size, uint64_t max_chunk_bytes);
+
+// Whether `name` matches glob `pattern` ('*' matches any run of characters).
+bool GlobMatch(std::string_view pattern, std::string_view name);
+
+}  // namespace ckptbridge::engine
+
+#endif  // CKPTBRIDGE_HOST_ENGINE_PLAN_H_
