@@ -1,0 +1,71 @@
+// bench/kernels_bench - throughput of the engine's hot kernels (GB/s of input),
+// with Google Benchmark.
+#include <benchmark/benchmark.h>
+
+#include <numeric>
+#include <vector>
+
+#include "host/base/numeric.h"
+#include "host/engine/ops.h"
+
+namespace {
+
+using namespace ckptbridge;
+
+engine::Tensor Make(Shape shape) {
+  engine::Tensor t;
+  t.shape = std::move(shape);
+  t.data.resize(static_cast<size_t>(NumElementsUnchecked(t.shape)));
+  std::iota(t.data.begin(), t.data.end(), 0.0f);
+  return t;
+}
+
+void BM_Transpose2D(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  engine::Tensor t = Make({n, n});
+  for (auto _ : state) benchmark::DoNotOptimize(engine::Transpose(t, {1, 0}));
+  state.SetBytesProcessed(state.iterations() * n * n * 4);
+}
+BENCHMARK(BM_Transpose2D)->Arg(1024)->Arg(4096);
+
+void BM_Transpose3D(benchmark::State& state) {
+  engine::Tensor t = Make({64, 512, 128});
+  for (auto _ : state) benchmark::DoNotOptimize(engine::Transpose(t, {1, 0, 2}));
+  state.SetBytesProcessed(state.iterations() * 64 * 512 * 128 * 4);
+}
+BENCHMARK(BM_Transpose3D);
+
+void BM_Interleave(benchmark::State& state) {
+  engine::Tensor t = Make({4096, 32, 128});
+  for (auto _ : state) benchmark::DoNotOptimize(engine::Interleave(t, 2));
+  state.SetBytesProcessed(state.iterations() * 4096 * 32 * 128 * 4);
+}
+BENCHMARK(BM_Interleave);
+
+void BM_Bf16ToF32(benchmark::State& state) {
+  const size_t n = 1 << 24;
+  std::vector<uint16_t> src(n, 0x3f80);
+  std::vector<float> dst(n);
+  for (auto _ : state) {
+    (void)ToF32(DType::kBF16, src.data(), dst.data(), n);
+    benchmark::DoNotOptimize(dst.data());
+  }
+  state.SetBytesProcessed(state.iterations() * n * 2);
+}
+BENCHMARK(BM_Bf16ToF32);
+
+void BM_F32ToBf16(benchmark::State& state) {
+  const size_t n = 1 << 24;
+  std::vector<float> src(n, 1.25f);
+  std::vector<uint16_t> dst(n);
+  for (auto _ : state) {
+    (void)FromF32(DType::kBF16, src.data(), dst.data(), n);
+    benchmark::DoNotOptimize(dst.data());
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+BENCHMARK(BM_F32ToBf16);
+
+}  // namespace
+
+BENCHMARK_MAIN();
