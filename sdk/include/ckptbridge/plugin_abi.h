@@ -297,7 +297,8 @@ typedef struct ckb_plugin_vtable_v1 {
 
   /* Custom transform `custom_id` of a rule (CKB_OP_CUSTOM). Inputs are the
    * rule's HF slices in their source dtypes; outputs are host-allocated with
-   * the op's declared dims and dtype F32. May be NULL when no rule uses one. */
+   * the op's declared dims and dtype F32. Every buffer is C-contiguous and
+   * aligned to at least 8 bytes. May be NULL when no rule uses one. */
   int32_t (*apply_custom)(const ckb_adapter* adapter, int32_t custom_id,
                           const ckb_tensor_view* const* inputs, size_t input_count,
                           const ckb_tensor_view* const* outputs, size_t output_count,
