@@ -12,10 +12,9 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "host/base/file.h"
 #include "host/base/numeric.h"
@@ -32,7 +31,8 @@ struct Shapes {
 };
 
 uint64_t LayerParams(const Shapes& s) {
-  const uint64_t attn = 2 * s.hidden * s.heads * s.head_dim + 2 * s.hidden * s.kv_heads * s.head_dim;
+  const uint64_t attn =
+      2 * s.hidden * s.heads * s.head_dim + 2 * s.hidden * s.kv_heads * s.head_dim;
   const uint64_t mlp = 3 * s.hidden * s.mlp * std::max<int64_t>(1, s.experts);
   const uint64_t router = s.experts ? s.hidden * s.experts : 0;
   return attn + mlp + router + 2 * s.hidden;
@@ -89,10 +89,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (i + 1 >= argc) return Usage(("missing value for " + arg).c_str());
-    if (arg == "--family") family = argv[++i];
-    else if (arg == "--size") size_text = argv[++i];
-    else if (arg == "--out") out = argv[++i];
-    else return Usage(("unknown option " + arg).c_str());
+    if (arg == "--family")
+      family = argv[++i];
+    else if (arg == "--size")
+      size_text = argv[++i];
+    else if (arg == "--out")
+      out = argv[++i];
+    else
+      return Usage(("unknown option " + arg).c_str());
   }
   if (size_text.empty() || out.empty()) return Usage("--size and --out are required");
   if (family != "llama" && family != "mixtral") return Usage("--family must be llama or mixtral");
@@ -100,25 +104,29 @@ int main(int argc, char** argv) {
   if (!size.ok()) return Usage(size.status().message().c_str());
 
   const Shapes s = Choose(family, *size);
-  json config = {{"architectures", {family == "mixtral" ? "MixtralForCausalLM" : "LlamaForCausalLM"}},
-                 {"model_type", family},
-                 {"vocab_size", s.vocab},
-                 {"hidden_size", s.hidden},
-                 {"intermediate_size", s.mlp},
-                 {"num_hidden_layers", s.layers},
-                 {"num_attention_heads", s.heads},
-                 {"num_key_value_heads", s.kv_heads},
-                 {"head_dim", s.head_dim},
-                 {"rms_norm_eps", 1e-5},
-                 {"rope_theta", 500000.0},
-                 {"tie_word_embeddings", false},
-                 {"torch_dtype", "bfloat16"}};
+  json config = {
+      {"architectures", {family == "mixtral" ? "MixtralForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", family},
+      {"vocab_size", s.vocab},
+      {"hidden_size", s.hidden},
+      {"intermediate_size", s.mlp},
+      {"num_hidden_layers", s.layers},
+      {"num_attention_heads", s.heads},
+      {"num_key_value_heads", s.kv_heads},
+      {"head_dim", s.head_dim},
+      {"rms_norm_eps", 1e-5},
+      {"rope_theta", 500000.0},
+      {"tie_word_embeddings", false},
+      {"torch_dtype", "bfloat16"}};
   if (s.experts) {
     config["num_local_experts"] = s.experts;
     config["num_experts_per_tok"] = 2;
   } else {
-    config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                              {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+    config["rope_scaling"] = {{"rope_type", "llama3"},
+                              {"factor", 8.0},
+                              {"low_freq_factor", 1.0},
+                              {"high_freq_factor", 4.0},
+                              {"original_max_position_embeddings", 8192}};
   }
 
   std::vector<safetensors::TensorSpec> specs;
@@ -168,7 +176,8 @@ int main(int argc, char** argv) {
     if (Status st = (*writer)->Finish(); !st.ok()) return Usage(st.message().c_str());
   }
   if (plan->shards.size() > 1) {
-    if (Status st = safetensors::WriteIndex(dir, *plan); !st.ok()) return Usage(st.message().c_str());
+    if (Status st = safetensors::WriteIndex(dir, *plan); !st.ok())
+      return Usage(st.message().c_str());
   }
   if (Status st = WriteFile(dir / "config.json", config.dump(2) + "\n"); !st.ok()) {
     return Usage(st.message().c_str());

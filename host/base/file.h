@@ -85,6 +85,9 @@ Status SyncFilesystemOf(const fs::path& path);
 // Creates `dir` and its parents; fine if it exists.
 Status CreateDirectories(const fs::path& dir);
 
+// Total size of the regular files below `dir` (0 when it cannot be read).
+uint64_t DirectoryBytes(const fs::path& dir);
+
 // A short random hex string (for temporary names).
 std::string RandomHex(size_t chars);
 

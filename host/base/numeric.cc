@@ -37,10 +37,10 @@ uint16_t F32ToF16(float f) {
   const uint32_t sign = u & 0x80000000u;
   u ^= sign;
   uint32_t out;
-  if (u >= (127u + 16u) << 23) {                 // >= 65536: Inf or NaN
-    out = (u > 0x7f800000u) ? 0x7e00u : 0x7c00u;  // NaN -> quiet NaN
-  } else if (u < (113u << 23)) {                 // subnormal or zero
-    const uint32_t magic_bits = 126u << 23;      // 0.5f
+  if (u >= (127u + 16u) << 23) {                         // >= 65536: Inf or NaN
+    out = (u > 0x7f800000u) ? 0x7e00u : 0x7c00u;         // NaN -> quiet NaN
+  } else if (u < (113u << 23)) {                         // subnormal or zero
+    const uint32_t magic_bits = 126u << 23;              // 0.5f
     float g = BitsToFloat(u) + BitsToFloat(magic_bits);  // the FPU rounds (RNE)
     out = FloatBits(g) - magic_bits;
   } else {
@@ -135,15 +135,32 @@ Status ToF32(DType dtype, const void* src, float* dst, size_t n) {
     case DType::kBool:
       for (size_t i = 0; i < n; ++i) dst[i] = p[i] ? 1.0f : 0.0f;
       return Status::Ok();
-    case DType::kU8: IntToF32<uint8_t>(src, dst, n); return Status::Ok();
-    case DType::kI8: IntToF32<int8_t>(src, dst, n); return Status::Ok();
-    case DType::kU16: IntToF32<uint16_t>(src, dst, n); return Status::Ok();
-    case DType::kI16: IntToF32<int16_t>(src, dst, n); return Status::Ok();
-    case DType::kU32: IntToF32<uint32_t>(src, dst, n); return Status::Ok();
-    case DType::kI32: IntToF32<int32_t>(src, dst, n); return Status::Ok();
-    case DType::kU64: IntToF32<uint64_t>(src, dst, n); return Status::Ok();
-    case DType::kI64: IntToF32<int64_t>(src, dst, n); return Status::Ok();
-    case DType::kInvalid: break;
+    case DType::kU8:
+      IntToF32<uint8_t>(src, dst, n);
+      return Status::Ok();
+    case DType::kI8:
+      IntToF32<int8_t>(src, dst, n);
+      return Status::Ok();
+    case DType::kU16:
+      IntToF32<uint16_t>(src, dst, n);
+      return Status::Ok();
+    case DType::kI16:
+      IntToF32<int16_t>(src, dst, n);
+      return Status::Ok();
+    case DType::kU32:
+      IntToF32<uint32_t>(src, dst, n);
+      return Status::Ok();
+    case DType::kI32:
+      IntToF32<int32_t>(src, dst, n);
+      return Status::Ok();
+    case DType::kU64:
+      IntToF32<uint64_t>(src, dst, n);
+      return Status::Ok();
+    case DType::kI64:
+      IntToF32<int64_t>(src, dst, n);
+      return Status::Ok();
+    case DType::kInvalid:
+      break;
   }
   return Internal("cannot widen dtype " + std::string(ZarrName(dtype)) + " to float32");
 }

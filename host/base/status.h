@@ -95,7 +95,7 @@ int ExitCodeFor(const Status& status);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT
     assert(!status_.ok() && "Result constructed from an OK status without a value");
   }
@@ -123,10 +123,10 @@ class [[nodiscard]] Result {
 #define CKB_STATUS_CONCAT_(a, b) CKB_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the current function if `expr` (a Status) is not OK.
-#define CKB_RETURN_IF_ERROR(expr)                    \
-  do {                                               \
-    ::ckptbridge::Status ckb_status_ = (expr);       \
-    if (!ckb_status_.ok()) return ckb_status_;       \
+#define CKB_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::ckptbridge::Status ckb_status_ = (expr); \
+    if (!ckb_status_.ok()) return ckb_status_; \
   } while (0)
 
 // Evaluates `rexpr` (a Result<T>); on error returns its status, otherwise

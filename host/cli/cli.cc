@@ -9,7 +9,8 @@ namespace po = boost::program_options;
 
 namespace {
 
-constexpr const char* kUsage = R"(ckptbridge - convert LLM checkpoints between Hugging Face and MaxText
+constexpr const char* kUsage =
+    R"(ckptbridge - convert LLM checkpoints between Hugging Face and MaxText
 
 Usage: ckptbridge <command> [options] [arguments]
 
@@ -40,20 +41,22 @@ Exit status: 0 success, 1 the conversion failed, 2 bad usage or bad input.
 }  // namespace
 
 void AddPluginOptions(po::options_description& options) {
-  options.add_options()
-      ("plugin", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-       "Load this plugin first (repeatable); failing to load it is an error")
-      ("plugin-dir", po::value<std::vector<std::string>>()->value_name("DIR")->composing(),
-       "Also search this directory for libckptbridge_*.so plugins (repeatable)");
+  options.add_options()("plugin",
+                        po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+                        "Load this plugin first (repeatable); failing to load it is an error")(
+      "plugin-dir", po::value<std::vector<std::string>>()->value_name("DIR")->composing(),
+      "Also search this directory for libckptbridge_*.so plugins (repeatable)");
 }
 
 Result<PluginRegistry> DiscoverPlugins(const po::variables_map& vars) {
   DiscoveryOptions options;
   if (vars.count("plugin")) {
-    for (const auto& f : vars["plugin"].as<std::vector<std::string>>()) options.plugin_files.push_back(f);
+    for (const auto& f : vars["plugin"].as<std::vector<std::string>>())
+      options.plugin_files.push_back(f);
   }
   if (vars.count("plugin-dir")) {
-    for (const auto& d : vars["plugin-dir"].as<std::vector<std::string>>()) options.plugin_dirs.push_back(d);
+    for (const auto& d : vars["plugin-dir"].as<std::vector<std::string>>())
+      options.plugin_dirs.push_back(d);
   }
   return PluginRegistry::Discover(options);
 }

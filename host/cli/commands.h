@@ -7,11 +7,10 @@
 #ifndef CKPTBRIDGE_HOST_CLI_COMMANDS_H_
 #define CKPTBRIDGE_HOST_CLI_COMMANDS_H_
 
+#include <boost/program_options.hpp>
 #include <ostream>
 #include <string>
 #include <vector>
-
-#include <boost/program_options.hpp>
 
 #include "host/base/status.h"
 #include "host/plugin/loader.h"

@@ -1,6 +1,6 @@
 // `ckptbridge convert`: HF <-> MaxText.
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <iostream>
 #include <string>
 
@@ -14,7 +14,8 @@ namespace po = boost::program_options;
 
 namespace {
 
-constexpr const char* kHelp = R"(Usage: ckptbridge convert --to maxtext|hf [options] SOURCE DESTINATION
+constexpr const char* kHelp =
+    R"(Usage: ckptbridge convert --to maxtext|hf [options] SOURCE DESTINATION
 
 Converts one checkpoint, streaming tensor by tensor:
 
@@ -122,10 +123,12 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
     err << "ckptbridge convert: " << message << "\nsee `ckptbridge convert --help`\n";
     return 2;
   };
-  const std::vector<std::string> paths =
-      vars.count("paths") ? vars["paths"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  const std::vector<std::string> paths = vars.count("paths")
+                                             ? vars["paths"].as<std::vector<std::string>>()
+                                             : std::vector<std::string>{};
   if (!vars.count("to")) return usage("--to maxtext or --to hf is required");
-  if (paths.size() != 2) return usage("expected SOURCE and DESTINATION, got " + std::to_string(paths.size()) + " paths");
+  if (paths.size() != 2)
+    return usage("expected SOURCE and DESTINATION, got " + std::to_string(paths.size()) + " paths");
 
   engine::ConvertOptions convert;
   const std::string to = vars["to"].as<std::string>();
@@ -174,11 +177,12 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
   observer.planned = [&](const engine::Plan& plan) {
     if (!quiet) {
       err << "plan: " << plan.units.size() << " slices, read " << HumanBytes(plan.read_bytes)
-          << " in " << (convert.direction == engine::Direction::kToMaxText ? plan.hf_tensors.size()
-                                                                            : plan.mt_tensors.size())
+          << " in "
+          << (convert.direction == engine::Direction::kToMaxText ? plan.hf_tensors.size()
+                                                                 : plan.mt_tensors.size())
           << " tensors, write " << HumanBytes(plan.write_bytes) << " in "
           << (convert.direction == engine::Direction::kToMaxText ? plan.mt_tensors.size()
-                                                                  : plan.hf_tensors.size())
+                                                                 : plan.hf_tensors.size())
           << " tensors\n";
     }
     line.Start();
@@ -193,8 +197,8 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!summary.ok()) {
     if (summary.status().code() == StatusCode::kCancelled) {
-      err << "ckptbridge convert: interrupted; nothing was written to " << convert.destination.string()
-          << '\n';
+      err << "ckptbridge convert: interrupted; nothing was written to "
+          << convert.destination.string() << '\n';
       return 1;
     }
     return ReportError(err, "convert", summary.status());
@@ -203,14 +207,14 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
   const double rate = seconds > 0 ? static_cast<double>(s.bytes_read) / seconds : 0;
   out << "converted " << s.tensors_read << " tensors (" << HumanBytes(s.bytes_read) << ") into "
       << s.tensors_written << " tensors (" << HumanBytes(s.bytes_written) << ", "
-      << HumanBytes(s.bytes_on_disk) << " on disk) with plugin " << s.plugin << " ("
-      << s.model_type << ", " << (s.scan_layers ? "scanned" : "unscanned") << ") in "
-      << HumanSeconds(seconds) << ", " << HumanBytes(static_cast<uint64_t>(rate))
-      << "/s, peak RSS " << HumanBytes(PeakRssBytes()) << '\n';
+      << HumanBytes(s.bytes_on_disk) << " on disk) with plugin " << s.plugin << " (" << s.model_type
+      << ", " << (s.scan_layers ? "scanned" : "unscanned") << ") in " << HumanSeconds(seconds)
+      << ", " << HumanBytes(static_cast<uint64_t>(rate)) << "/s, peak RSS "
+      << HumanBytes(PeakRssBytes()) << '\n';
   if (convert.direction == engine::Direction::kToMaxText) {
-    out << "wrote " << s.destination.string() << "  (MaxText: load_parameters_path="
-        << (s.destination / "0" / "items").string() << ", scan_layers="
-        << (s.scan_layers ? "true" : "false") << ")\n";
+    out << "wrote " << s.destination.string()
+        << "  (MaxText: load_parameters_path=" << (s.destination / "0" / "items").string()
+        << ", scan_layers=" << (s.scan_layers ? "true" : "false") << ")\n";
   } else {
     out << "wrote " << s.destination.string() << '\n';
   }

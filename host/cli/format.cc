@@ -23,7 +23,10 @@ std::string HumanBytes(uint64_t bytes) {
   if (unit == 0) {
     std::snprintf(buffer, sizeof(buffer), "%llu B", static_cast<unsigned long long>(bytes));
   } else {
-    std::snprintf(buffer, sizeof(buffer), value < 10 ? "%.2f %s" : value < 100 ? "%.1f %s" : "%.0f %s",
+    std::snprintf(buffer, sizeof(buffer),
+                  value < 10    ? "%.2f %s"
+                  : value < 100 ? "%.1f %s"
+                                : "%.0f %s",
                   value, kUnits[unit]);
   }
   return buffer;
@@ -51,7 +54,8 @@ Result<uint64_t> ParseSize(std::string_view text, std::string_view flag) {
                            "' is not a size (examples: 3GiB, 500MB, 1073741824)");
   };
   size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   if (i == 0) return bad();
   double number;
   try {
@@ -64,16 +68,26 @@ Result<uint64_t> ParseSize(std::string_view text, std::string_view flag) {
   std::transform(unit.begin(), unit.end(), unit.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   double scale;
-  if (unit.empty() || unit == "b") scale = 1;
-  else if (unit == "kb") scale = 1e3;
-  else if (unit == "mb") scale = 1e6;
-  else if (unit == "gb") scale = 1e9;
-  else if (unit == "tb") scale = 1e12;
-  else if (unit == "k" || unit == "kib") scale = 1024.0;
-  else if (unit == "m" || unit == "mib") scale = 1024.0 * 1024;
-  else if (unit == "g" || unit == "gib") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "t" || unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
-  else return bad();
+  if (unit.empty() || unit == "b")
+    scale = 1;
+  else if (unit == "kb")
+    scale = 1e3;
+  else if (unit == "mb")
+    scale = 1e6;
+  else if (unit == "gb")
+    scale = 1e9;
+  else if (unit == "tb")
+    scale = 1e12;
+  else if (unit == "k" || unit == "kib")
+    scale = 1024.0;
+  else if (unit == "m" || unit == "mib")
+    scale = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gib")
+    scale = 1024.0 * 1024 * 1024;
+  else if (unit == "t" || unit == "tib")
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  else
+    return bad();
   const double bytes = number * scale;
   if (bytes < 1 || bytes > 1e18) {
     return InvalidArgument(std::string(flag) + " '" + std::string(text) + "' is out of range");

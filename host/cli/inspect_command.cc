@@ -3,12 +3,12 @@
 #include <filesystem>
 #include <iomanip>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "host/base/checksum.h"
+#include "host/base/file.h"
 #include "host/cli/commands.h"
 #include "host/cli/format.h"
 #include "host/engine/convert.h"
@@ -171,18 +171,9 @@ Result<uint32_t> ArrayChecksum(const orbax::ArrayReader& reader) {
   return crc.value();
 }
 
-uint64_t StoredBytes(const fs::path& dir) {
-  uint64_t total = 0;
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
-       it.increment(ec)) {
-    if (it->is_regular_file(ec)) total += it->file_size(ec);
-  }
-  return total;
-}
-
 void PrintYaml(std::ostream& out, const json& object, const std::string& indent) {
-  for (const auto& [key, value] : object.items()) out << indent << key << ": " << value.dump() << '\n';
+  for (const auto& [key, value] : object.items())
+    out << indent << key << ": " << value.dump() << '\n';
 }
 
 int InspectOrbax(const fs::path& path, bool as_json, bool checksums, std::ostream& out,
@@ -192,7 +183,8 @@ int InspectOrbax(const fs::path& path, bool as_json, bool checksums, std::ostrea
   const orbax::ItemReader& item = **opened;
   const json& custom = item.tree().custom_metadata;
   const json* record = nullptr;
-  if (custom.is_object() && custom.contains(engine::kMetadataKey)) record = &custom[engine::kMetadataKey];
+  if (custom.is_object() && custom.contains(engine::kMetadataKey))
+    record = &custom[engine::kMetadataKey];
 
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"NAME", "DTYPE", "SHAPE", "BYTES", "CHUNK", "STORED"});
@@ -202,13 +194,17 @@ int InspectOrbax(const fs::path& path, bool as_json, bool checksums, std::ostrea
   for (const orbax::ItemReader::ArrayEntry& array : item.arrays()) {
     const orbax::ArrayMetadata& md = array.metadata;
     const std::string name = array.leaf->name();
-    const uint64_t bytes = static_cast<uint64_t>(NumElementsUnchecked(md.shape)) * DTypeSize(md.dtype);
-    const uint64_t stored = item.uses_ocdbt() ? 0 : StoredBytes(item.location().item_dir / name);
+    const uint64_t bytes =
+        static_cast<uint64_t>(NumElementsUnchecked(md.shape)) * DTypeSize(md.dtype);
+    const uint64_t stored = item.uses_ocdbt() ? 0 : DirectoryBytes(item.location().item_dir / name);
     total += bytes;
     stored_total += stored;
-    std::vector<std::string> row = {name, std::string(ZarrName(md.dtype)),
-                                    ShapeString(md.shape, true), std::to_string(bytes),
-                                    ShapeString(md.chunk_shape, true), std::to_string(stored)};
+    std::vector<std::string> row = {name,
+                                    std::string(ZarrName(md.dtype)),
+                                    ShapeString(md.shape, true),
+                                    std::to_string(bytes),
+                                    ShapeString(md.chunk_shape, true),
+                                    std::to_string(stored)};
     json entry = {{"name", name},
                   {"dtype", ZarrName(md.dtype)},
                   {"shape", ShapeJson(md.shape)},
@@ -233,14 +229,10 @@ int InspectOrbax(const fs::path& path, bool as_json, bool checksums, std::ostrea
   }
 
   if (as_json) {
-    json doc = {{"format", "orbax"},
-                {"path", item.location().item_dir.string()},
-                {"storage", storage},
-                {"layers", layers},
-                {"total_bytes", total},
-                {"stored_bytes", stored_total},
-                {"custom_metadata", custom},
-                {"tensors", tensors}};
+    json doc = {{"format", "orbax"},         {"path", item.location().item_dir.string()},
+                {"storage", storage},        {"layers", layers},
+                {"total_bytes", total},      {"stored_bytes", stored_total},
+                {"custom_metadata", custom}, {"tensors", tensors}};
     if (item.location().step) doc["step"] = *item.location().step;
     out << doc.dump(2) << '\n';
     return 0;
@@ -272,20 +264,17 @@ int InspectOrbax(const fs::path& path, bool as_json, bool checksums, std::ostrea
   return 0;
 }
 
-bool LooksLikeOrbax(const fs::path& path) {
-  return orbax::ResolveItem(path).ok();
-}
+bool LooksLikeOrbax(const fs::path& path) { return orbax::ResolveItem(path).ok(); }
 
 }  // namespace
 
 int RunInspectCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   po::options_description options(kHelp);
-  options.add_options()
-      ("help,h", "Show this help")
-      ("json", po::bool_switch(), "Print one JSON document instead of a table")
-      ("checksums", po::bool_switch(),
-       "Also read every tensor and print the CRC-32C of its bytes (compare two checkpoints "
-       "with it)");
+  options.add_options()("help,h", "Show this help")("json", po::bool_switch(),
+                                                    "Print one JSON document instead of a table")(
+      "checksums", po::bool_switch(),
+      "Also read every tensor and print the CRC-32C of its bytes (compare two checkpoints "
+      "with it)");
   AddPluginOptions(options);
   po::options_description hidden;
   hidden.add_options()("path", po::value<std::vector<std::string>>());
@@ -326,7 +315,8 @@ int RunInspectCommand(const std::vector<std::string>& args, std::ostream& out, s
         err, "inspect",
         InvalidArgument(path.string() +
                         ": neither a Hugging Face checkpoint (no .safetensors files) nor an Orbax "
-                        "checkpoint (" + item.status().message() + ")"));
+                        "checkpoint (" +
+                        item.status().message() + ")"));
   }
   Result<PluginRegistry> plugins = DiscoverPlugins(vars);
   return InspectHf(path, as_json, checksums, plugins, out, err);

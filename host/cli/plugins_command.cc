@@ -1,7 +1,6 @@
 // `ckptbridge plugins`: which model families this installation converts.
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "host/cli/commands.h"
 #include "host/cli/format.h"
@@ -48,16 +47,18 @@ int RunPluginsCommand(const std::vector<std::string>& args, std::ostream& out, s
   if (!registry.ok()) return ReportError(err, "plugins", registry.status());
 
   if (vars["json"].as<bool>()) {
-    json doc = {{"plugins", json::array()}, {"rejected", json::array()}, {"searched", json::array()}};
+    json doc = {
+        {"plugins", json::array()}, {"rejected", json::array()}, {"searched", json::array()}};
     for (const LoadedPlugin& p : registry->plugins()) {
-      doc["plugins"].push_back({{"name", p.name},
-                                {"version", p.version},
-                                {"abi", std::to_string(p.abi_major) + "." + std::to_string(p.abi_minor)},
-                                {"description", p.description},
-                                {"model_types", p.model_types},
-                                {"architectures", p.architectures},
-                                {"presets", p.model_presets},
-                                {"path", p.path.string()}});
+      doc["plugins"].push_back(
+          {{"name", p.name},
+           {"version", p.version},
+           {"abi", std::to_string(p.abi_major) + "." + std::to_string(p.abi_minor)},
+           {"description", p.description},
+           {"model_types", p.model_types},
+           {"architectures", p.architectures},
+           {"presets", p.model_presets},
+           {"path", p.path.string()}});
     }
     for (const RejectedPlugin& r : registry->rejected()) {
       doc["rejected"].push_back({{"path", r.path.string()}, {"reason", r.reason}});
@@ -70,7 +71,8 @@ int RunPluginsCommand(const std::vector<std::string>& args, std::ostream& out, s
   if (registry->plugins().empty()) {
     out << registry->Summary() << '\n';
   } else {
-    std::vector<std::vector<std::string>> rows = {{"NAME", "VERSION", "ABI", "MODEL TYPES", "PATH"}};
+    std::vector<std::vector<std::string>> rows = {
+        {"NAME", "VERSION", "ABI", "MODEL TYPES", "PATH"}};
     for (const LoadedPlugin& p : registry->plugins()) {
       rows.push_back({p.name, p.version,
                       std::to_string(p.abi_major) + "." + std::to_string(p.abi_minor),

@@ -50,8 +50,10 @@ void ProgressLine::Draw(bool /*final_line*/) {
                      std::to_string(progress_.units_total) + " slices  " + HumanBytes(done) +
                      " / " + HumanBytes(total);
   if (total > 0) {
-    line += "  " + std::to_string(static_cast<int>(100.0 * static_cast<double>(done) /
-                                                   static_cast<double>(total))) + "%";
+    line += "  " +
+            std::to_string(
+                static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total))) +
+            "%";
   }
   line += "  " + HumanBytes(static_cast<uint64_t>(rate)) + "/s";
   if (rate > 0 && total > done) {

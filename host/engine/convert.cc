@@ -43,20 +43,12 @@ Result<std::optional<DType>> ParseSaveDType(const std::string& text, DType fallb
   if (text.empty()) return std::optional<DType>(fallback);
   if (text == "source") return std::optional<DType>();
   if (text == "bfloat16" || text == "bf16") return std::optional<DType>(DType::kBF16);
-  if (text == "float32" || text == "f32" || text == "fp32") return std::optional<DType>(DType::kF32);
-  if (text == "float16" || text == "f16" || text == "fp16") return std::optional<DType>(DType::kF16);
+  if (text == "float32" || text == "f32" || text == "fp32")
+    return std::optional<DType>(DType::kF32);
+  if (text == "float16" || text == "f16" || text == "fp16")
+    return std::optional<DType>(DType::kF16);
   return InvalidArgument("--save-dtype '" + text +
                          "' is not one of bfloat16, float32, float16, source");
-}
-
-uint64_t DirectoryBytes(const fs::path& dir) {
-  uint64_t total = 0;
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
-       it.increment(ec)) {
-    if (it->is_regular_file(ec)) total += it->file_size(ec);
-  }
-  return total;
 }
 
 void Notice(const ConvertObserver& observer, const std::string& line) {
@@ -66,11 +58,27 @@ void Notice(const ConvertObserver& observer, const std::string& line) {
 void ReportIgnored(const ConvertObserver& observer, const Plan& plan) {
   for (const IgnoredGroup& group : plan.ignored) {
     std::string line = "skipped " + std::to_string(group.names.size()) + " tensor" +
-                       (group.names.size() == 1 ? "" : "s") + " (" + group.reason + "): " +
-                       group.names[0];
+                       (group.names.size() == 1 ? "" : "s") + " (" + group.reason +
+                       "): " + group.names[0];
     if (group.names.size() > 1) line += ", ...";
     Notice(observer, line);
   }
+}
+
+ConvertSummary Summarize(const LoadedPlugin& plugin, const std::string& model_type, bool scan,
+                         const Plan& plan, const fs::path& destination) {
+  const bool to_maxtext = plan.direction == Direction::kToMaxText;
+  ConvertSummary summary;
+  summary.plugin = plugin.name + " " + plugin.version;
+  summary.model_type = model_type;
+  summary.scan_layers = scan;
+  summary.tensors_read = to_maxtext ? plan.hf_tensors.size() : plan.mt_tensors.size();
+  summary.tensors_written = to_maxtext ? plan.mt_tensors.size() : plan.hf_tensors.size();
+  summary.bytes_read = plan.read_bytes;
+  summary.bytes_written = plan.write_bytes;
+  summary.destination = destination;
+  summary.bytes_on_disk = DirectoryBytes(destination);
+  return summary;
 }
 
 std::string RuleOptions(Direction direction, bool scan_layers) {
@@ -122,8 +130,8 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   ReportIgnored(observer, plan);
   if (observer.planned) observer.planned(plan);
 
-  CKB_ASSIGN_OR_RETURN(StagedOutput staged, StagedOutput::Begin(options.destination,
-                                                                options.overwrite));
+  CKB_ASSIGN_OR_RETURN(StagedOutput staged,
+                       StagedOutput::Begin(options.destination, options.overwrite));
   orbax::WriteOptions write_options;
   write_options.ocdbt = false;
   write_options.final_root = staged.destination();
@@ -159,17 +167,7 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   writer.reset();
   CKB_RETURN_IF_ERROR(staged.Commit());
 
-  ConvertSummary summary;
-  summary.plugin = plugin->name + " " + plugin->version;
-  summary.model_type = model_type;
-  summary.scan_layers = scan;
-  summary.tensors_read = plan.hf_tensors.size();
-  summary.tensors_written = plan.mt_tensors.size();
-  summary.bytes_read = plan.read_bytes;
-  summary.bytes_written = plan.write_bytes;
-  summary.destination = staged.destination();
-  summary.bytes_on_disk = DirectoryBytes(summary.destination);
-  return summary;
+  return Summarize(*plugin, model_type, scan, plan, staged.destination());
 }
 
 // Whether the arrays of an item look scanned: MaxText names unscanned layers
@@ -204,8 +202,9 @@ Status CopyTokenizerFiles(const fs::path& from, const fs::path& to,
 Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry& plugins,
                             const ConvertObserver& observer) {
   if (options.ocdbt) {
-    return InvalidArgument("--ocdbt/--no-ocdbt apply to --to maxtext; an Orbax source says itself "
-                           "whether it uses OCDBT");
+    return InvalidArgument(
+        "--ocdbt/--no-ocdbt apply to --to maxtext; an Orbax source says itself "
+        "whether it uses OCDBT");
   }
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::ItemReader> item,
                        orbax::ItemReader::Open(options.source));
@@ -220,8 +219,9 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   std::string family = options.family;
   if (!options.hf_config_file.empty()) {
     CKB_ASSIGN_OR_RETURN(hf_config, ParseJsonFile(options.hf_config_file));
-    if (record) Notice(observer, "using " + options.hf_config_file.string() +
-                                     " instead of the HF config recorded in the checkpoint");
+    if (record)
+      Notice(observer, "using " + options.hf_config_file.string() +
+                           " instead of the HF config recorded in the checkpoint");
   } else if (!options.model_name.empty()) {
     const LoadedPlugin* plugin = plugins.FindByPreset(options.model_name);
     if (!plugin) {
@@ -249,9 +249,10 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   bool scan;
   if (recorded_scan) {
     if (options.scan_layers && *options.scan_layers != *recorded_scan) {
-      return InvalidArgument(std::string(options.scan_layers.value() ? "--scan-layers" : "--no-scan-layers") +
-                             " contradicts the checkpoint, which records scan_layers=" +
-                             (*recorded_scan ? "true" : "false"));
+      return InvalidArgument(
+          std::string(options.scan_layers.value() ? "--scan-layers" : "--no-scan-layers") +
+          " contradicts the checkpoint, which records scan_layers=" +
+          (*recorded_scan ? "true" : "false"));
     }
     scan = *recorded_scan;
   } else {
@@ -289,8 +290,8 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
     if (out_config.contains("dtype")) out_config["dtype"] = name;
   }
 
-  CKB_ASSIGN_OR_RETURN(StagedOutput staged, StagedOutput::Begin(options.destination,
-                                                                options.overwrite));
+  CKB_ASSIGN_OR_RETURN(StagedOutput staged,
+                       StagedOutput::Begin(options.destination, options.overwrite));
   ExecuteOptions exec;
   exec.threads = options.threads;
   exec.progress = observer.progress;
@@ -320,27 +321,24 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   }
   CKB_RETURN_IF_ERROR(staged.Commit());
 
-  ConvertSummary summary;
-  summary.plugin = plugin->name + " " + plugin->version;
-  summary.model_type = model_type;
-  summary.scan_layers = scan;
-  summary.tensors_read = plan.mt_tensors.size();
-  summary.tensors_written = plan.hf_tensors.size();
-  summary.bytes_read = plan.read_bytes;
-  summary.bytes_written = plan.write_bytes;
-  summary.destination = staged.destination();
-  summary.bytes_on_disk = DirectoryBytes(summary.destination);
-  return summary;
+  return Summarize(*plugin, model_type, scan, plan, staged.destination());
 }
 
 }  // namespace
 
 const std::vector<std::string>& TokenizerFileNames() {
-  static const std::vector<std::string> names = {
-      "tokenizer.json",        "tokenizer_config.json",  "special_tokens_map.json",
-      "generation_config.json", "tokenizer.model",       "added_tokens.json",
-      "vocab.json",            "merges.txt",             "chat_template.jinja",
-      "chat_template.json",    "preprocessor_config.json", "processor_config.json"};
+  static const std::vector<std::string> names = {"tokenizer.json",
+                                                 "tokenizer_config.json",
+                                                 "special_tokens_map.json",
+                                                 "generation_config.json",
+                                                 "tokenizer.model",
+                                                 "added_tokens.json",
+                                                 "vocab.json",
+                                                 "merges.txt",
+                                                 "chat_template.jinja",
+                                                 "chat_template.json",
+                                                 "preprocessor_config.json",
+                                                 "processor_config.json"};
   return names;
 }
 
@@ -387,8 +385,8 @@ Result<const LoadedPlugin*> SelectPlugin(const PluginRegistry& plugins, const js
   }
   std::string what = type.empty() ? std::string("no model_type") : "model_type '" + type + "'";
   if (!architecture.empty()) what += " (" + architecture + ")";
-  return Unsupported("config.json has " + what + ", which no plugin converts; found: " +
-                     plugins.Summary());
+  return Unsupported("config.json has " + what +
+                     ", which no plugin converts; found: " + plugins.Summary());
 }
 
 Result<ConvertSummary> Convert(const ConvertOptions& options, const PluginRegistry& plugins,

@@ -19,11 +19,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "host/base/status.h"
 #include "host/engine/execute.h"
@@ -62,7 +61,7 @@ struct ConvertObserver {
 };
 
 struct ConvertSummary {
-  std::string plugin;      // "llama 0.1.0"
+  std::string plugin;  // "llama 0.1.0"
   std::string model_type;
   bool scan_layers = true;
   size_t tensors_read = 0;

@@ -30,8 +30,8 @@ Status RunUnits(const Plan& plan, const ExecuteOptions& options,
     for (const Unit& u : plan.units) total += u.bytes;
     options.progress->bytes_total = total;
   }
-  const int threads = options.threads > 0 ? options.threads
-                                          : static_cast<int>(std::thread::hardware_concurrency());
+  const int threads =
+      options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   tbb::task_arena arena(std::max(1, threads));
   arena.execute([&] {
     tbb::parallel_for(
@@ -172,9 +172,8 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       Tensor out;
       out.shape = rule.forward.steps[0].out.at(0);
       out.data.resize(static_cast<size_t>(NumElementsUnchecked(out.shape)));
-      CKB_RETURN_IF_ERROR(
-          options.adapter->ApplyCustom(rule.forward.steps[0].op.custom_id, inputs,
-                                       {{DType::kF32, out.shape, out.data.data()}}));
+      CKB_RETURN_IF_ERROR(options.adapter->ApplyCustom(
+          rule.forward.steps[0].op.custom_id, inputs, {{DType::kF32, out.shape, out.data.data()}}));
       tensors.push_back(std::move(out));
       first_step = 1;
     } else {

@@ -35,10 +35,10 @@ struct Progress {
 };
 
 struct ExecuteOptions {
-  int threads = 0;                          // 0: all cores
-  Progress* progress = nullptr;             // optional
+  int threads = 0;                            // 0: all cores
+  Progress* progress = nullptr;               // optional
   const std::atomic<bool>* cancel = nullptr;  // optional
-  const Adapter* adapter = nullptr;         // needed for rules with custom ops
+  const Adapter* adapter = nullptr;           // needed for rules with custom ops
 };
 
 // Runs a to-MaxText plan, writing every MaxText tensor of `plan` through

@@ -27,8 +27,8 @@ Status BadOp(const OpSpec& op, const std::string& why) {
 
 Status CheckAxis(const OpSpec& op, const Shape& shape) {
   if (op.axis < 0 || static_cast<size_t>(op.axis) >= shape.size()) {
-    return BadOp(op, "axis " + std::to_string(op.axis) + " is out of range for shape " +
-                         ShapeString(shape));
+    return BadOp(
+        op, "axis " + std::to_string(op.axis) + " is out of range for shape " + ShapeString(shape));
   }
   return Status::Ok();
 }
@@ -51,20 +51,28 @@ AxisView ViewAround(const Shape& shape, int axis) {
 
 std::string OpName(const OpSpec& op) {
   switch (op.kind) {
-    case OpKind::kTranspose: return "transpose([" + Join(op.values) + "])";
-    case OpKind::kReshape: return "reshape([" + Join(op.values) + "])";
-    case OpKind::kScale: return "scale(" + FloatText(op.factor) + ")";
-    case OpKind::kAdd: return "add(" + FloatText(op.factor) + ")";
-    case OpKind::kInterleave: return "interleave(axis " + std::to_string(op.axis) + ")";
-    case OpKind::kDeinterleave: return "deinterleave(axis " + std::to_string(op.axis) + ")";
+    case OpKind::kTranspose:
+      return "transpose([" + Join(op.values) + "])";
+    case OpKind::kReshape:
+      return "reshape([" + Join(op.values) + "])";
+    case OpKind::kScale:
+      return "scale(" + FloatText(op.factor) + ")";
+    case OpKind::kAdd:
+      return "add(" + FloatText(op.factor) + ")";
+    case OpKind::kInterleave:
+      return "interleave(axis " + std::to_string(op.axis) + ")";
+    case OpKind::kDeinterleave:
+      return "deinterleave(axis " + std::to_string(op.axis) + ")";
     case OpKind::kPad:
       return "pad(axis " + std::to_string(op.axis) + " to " + std::to_string(op.size) + ")";
     case OpKind::kTruncate:
       return "truncate(axis " + std::to_string(op.axis) + " to " + std::to_string(op.size) + ")";
-    case OpKind::kConcat: return "concat(axis " + std::to_string(op.axis) + ")";
+    case OpKind::kConcat:
+      return "concat(axis " + std::to_string(op.axis) + ")";
     case OpKind::kSplit:
       return "split(axis " + std::to_string(op.axis) + " into [" + Join(op.values) + "])";
-    case OpKind::kCustom: return "custom(" + std::to_string(op.custom_id) + ")";
+    case OpKind::kCustom:
+      return "custom(" + std::to_string(op.custom_id) + ")";
   }
   return "op(" + std::to_string(static_cast<int>(op.kind)) + ")";
 }
@@ -132,8 +140,8 @@ Result<std::vector<Shape>> InferShapes(const OpSpec& op, const std::vector<Shape
     case OpKind::kDeinterleave:
       CKB_RETURN_IF_ERROR(CheckAxis(op, s));
       if (s[op.axis] % 2 != 0) {
-        return BadOp(op, "axis size " + std::to_string(s[op.axis]) + " of " + ShapeString(s) +
-                             " is odd");
+        return BadOp(
+            op, "axis size " + std::to_string(s[op.axis]) + " of " + ShapeString(s) + " is odd");
       }
       return std::vector<Shape>{s};
     case OpKind::kPad:
@@ -176,7 +184,8 @@ Result<OpSpec> InvertOp(const OpSpec& op, const std::vector<Shape>& in) {
   OpSpec inv = op;
   switch (op.kind) {
     case OpKind::kTranspose:
-      for (size_t i = 0; i < op.values.size(); ++i) inv.values[op.values[i]] = static_cast<int64_t>(i);
+      for (size_t i = 0; i < op.values.size(); ++i)
+        inv.values[op.values[i]] = static_cast<int64_t>(i);
       return inv;
     case OpKind::kReshape:
       inv.values = in.at(0);
@@ -384,8 +393,8 @@ std::vector<Tensor> Split(const Tensor& in, int axis, const std::vector<int64_t>
     t.shape[axis] = piece;
     t.data.resize(static_cast<size_t>(v.outer * piece * v.inner));
     for (int64_t o = 0; o < v.outer; ++o) {
-      std::memcpy(t.data.data() + o * piece * v.inner,
-                  in.data.data() + (o * v.n + start) * v.inner, sizeof(float) * piece * v.inner);
+      std::memcpy(t.data.data() + o * piece * v.inner, in.data.data() + (o * v.n + start) * v.inner,
+                  sizeof(float) * piece * v.inner);
     }
     start += piece;
     outs.push_back(std::move(t));

@@ -16,7 +16,8 @@ constexpr size_t kMaxListed = 12;
 std::string ListNames(const std::vector<std::string>& names) {
   std::string s;
   for (size_t i = 0; i < names.size() && i < kMaxListed; ++i) s += (i ? ", " : "") + names[i];
-  if (names.size() > kMaxListed) s += ", ... and " + std::to_string(names.size() - kMaxListed) + " more";
+  if (names.size() > kMaxListed)
+    s += ", ... and " + std::to_string(names.size() - kMaxListed) + " more";
   return s;
 }
 
@@ -34,14 +35,17 @@ std::string RuleLabel(std::string_view plugin_label, const Rule& rule) {
 
 // What a rule's declarations imply, checked once.
 struct RuleShapes {
-  std::vector<Shape> slice_shapes;           // per MaxText output
+  std::vector<Shape> slice_shapes;            // per MaxText output
   std::vector<std::vector<int32_t>> stacked;  // per output: its stacked axes, ascending
   std::vector<int64_t> counts;                // per stack axis
 };
 
 Result<RuleShapes> CheckRule(const Rule& rule, std::string_view label) {
-  auto fail = [&](const std::string& why) { return InvalidArgument(std::string(label) + ": " + why); };
-  if (rule.hf_inputs.empty() || rule.mt_outputs.empty()) return fail("needs HF inputs and MaxText outputs");
+  auto fail = [&](const std::string& why) {
+    return InvalidArgument(std::string(label) + ": " + why);
+  };
+  if (rule.hf_inputs.empty() || rule.mt_outputs.empty())
+    return fail("needs HF inputs and MaxText outputs");
   if (rule.stack.size() > 2) return fail("stacks more than two axes");
   RuleShapes shapes;
   std::set<int32_t> meanings, axes;
@@ -385,7 +389,8 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
         mt.chunk_shape = array.metadata.chunk_shape;
         mt.axis_meanings = out.axis_meanings;
         mt.stack_axes = shapes.stacked[i];
-        plan.read_bytes += static_cast<uint64_t>(NumElementsUnchecked(mt.shape)) * DTypeSize(mt.dtype);
+        plan.read_bytes +=
+            static_cast<uint64_t>(NumElementsUnchecked(mt.shape)) * DTypeSize(mt.dtype);
         plan.mt_tensors.push_back(std::move(mt));
       }
       planned.mt_tensors.push_back(it->second);
@@ -409,7 +414,8 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
           return InvalidArgument(label + ": HF tensor '" + name + "' is produced twice");
         }
         unit.hf_tensors.push_back(plan.hf_tensors.size());
-        const uint64_t bytes = static_cast<uint64_t>(NumElementsUnchecked(in.dims)) * DTypeSize(out_dtype);
+        const uint64_t bytes =
+            static_cast<uint64_t>(NumElementsUnchecked(in.dims)) * DTypeSize(out_dtype);
         plan.write_bytes += bytes;
         unit.bytes += bytes;
         plan.hf_tensors.push_back({std::move(name), in.dims, out_dtype});

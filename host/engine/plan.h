@@ -38,7 +38,7 @@ inline constexpr std::string_view kOrbaxParamsPrefix = "params.params.";
 
 // A MaxText tensor: written (to MaxText) or read (to HF).
 struct MtTensor {
-  std::string name;               // Orbax name, params.params.<path>
+  std::string name;  // Orbax name, params.params.<path>
   Shape shape;
   DType dtype = DType::kInvalid;  // written dtype, or the stored one
   Shape chunk_shape;              // when writing
@@ -56,8 +56,8 @@ struct HfTensor {
 // One rule, resolved.
 struct PlannedRule {
   Rule rule;
-  Chain forward;   // HF slices -> MaxText slices
-  Chain backward;  // MaxText slices -> HF slices (MaxText -> HF only)
+  Chain forward;                   // HF slices -> MaxText slices
+  Chain backward;                  // MaxText slices -> HF slices (MaxText -> HF only)
   std::vector<size_t> mt_tensors;  // index into Plan::mt_tensors, per output
   std::vector<Shape> mt_slice_shapes;
   int64_t num_slices = 1;
@@ -66,9 +66,9 @@ struct PlannedRule {
 // One unit of work: one slice of one rule.
 struct Unit {
   size_t rule = 0;
-  std::vector<int64_t> slice;          // index per stack axis of the rule
-  std::vector<size_t> hf_tensors;      // index into Plan::hf_tensors, per HF input
-  uint64_t bytes = 0;                  // bytes this unit reads (for progress)
+  std::vector<int64_t> slice;      // index per stack axis of the rule
+  std::vector<size_t> hf_tensors;  // index into Plan::hf_tensors, per HF input
+  uint64_t bytes = 0;              // bytes this unit reads (for progress)
 };
 
 // Tensors skipped on purpose, grouped by the plugin's reason.

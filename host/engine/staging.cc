@@ -26,8 +26,7 @@ Status SyncDirectory(const std::filesystem::path& dir) {
 
 }  // namespace
 
-Result<StagedOutput> StagedOutput::Begin(const std::filesystem::path& destination,
-                                         bool overwrite) {
+Result<StagedOutput> StagedOutput::Begin(const std::filesystem::path& destination, bool overwrite) {
   std::error_code ec;
   const std::filesystem::path dst = std::filesystem::absolute(destination, ec).lexically_normal();
   if (ec) return ErrnoError(destination.string(), ec.value());

@@ -62,8 +62,8 @@ struct RejectedPlugin {
 struct DiscoveryOptions {
   std::vector<std::filesystem::path> plugin_files;  // --plugin
   std::vector<std::filesystem::path> plugin_dirs;   // --plugin-dir
-  bool use_environment = true;   // CKPTBRIDGE_PLUGIN_PATH
-  bool use_install_dir = true;   // <exe dir>/../lib/ckptbridge/plugins
+  bool use_environment = true;                      // CKPTBRIDGE_PLUGIN_PATH
+  bool use_install_dir = true;                      // <exe dir>/../lib/ckptbridge/plugins
   // Where CKPTBRIDGE_PLUGIN_DEBUG output goes (nullptr: std::cerr). The
   // variable is read from the environment unless `debug` forces it on.
   std::ostream* debug_stream = nullptr;

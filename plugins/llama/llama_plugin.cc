@@ -70,9 +70,12 @@ Variant VariantOf(std::string_view model_type) {
 
 const char* ArchitectureOf(Variant v) {
   switch (v) {
-    case Variant::kMistral: return "MistralForCausalLM";
-    case Variant::kMixtral: return "MixtralForCausalLM";
-    case Variant::kLlama: break;
+    case Variant::kMistral:
+      return "MistralForCausalLM";
+    case Variant::kMixtral:
+      return "MixtralForCausalLM";
+    case Variant::kLlama:
+      break;
   }
   return "LlamaForCausalLM";
 }
@@ -84,8 +87,9 @@ void RefuseQuantized(const sdk::Config& config) {
     const json& q = config.json().at("quantization");
     std::string detail;
     if (q.is_object()) {
-      detail = std::to_string(q.value("bits", 0)) + "-bit " + q.value("mode", std::string("affine")) +
-               ", group size " + std::to_string(q.value("group_size", 0));
+      detail = std::to_string(q.value("bits", 0)) + "-bit " +
+               q.value("mode", std::string("affine")) + ", group size " +
+               std::to_string(q.value("group_size", 0));
     }
     sdk::Fail(CKB_UNSUPPORTED,
               "this checkpoint holds MLX-quantized weights (" + detail +
@@ -94,7 +98,8 @@ void RefuseQuantized(const sdk::Config& config) {
   }
   if (config.Has("quantization_config")) {
     const json& q = config.json().at("quantization_config");
-    std::string method = q.is_object() ? q.value("quant_method", std::string("unknown")) : "unknown";
+    std::string method =
+        q.is_object() ? q.value("quant_method", std::string("unknown")) : "unknown";
     sdk::Fail(CKB_UNSUPPORTED, "this checkpoint is quantized (quantization_config.quant_method '" +
                                    method +
                                    "'), which the llama plugin does not convert; use the "
@@ -253,49 +258,105 @@ class LlamaAdapter final : public sdk::Adapter {
     query_ops.push_back(sdk::Scale(scale, unscale));
 
     std::vector<LayerTensor> t = {
-        {"input_layernorm.weight", {e}, {Axis::kEmbed},
-         "pre_self_attention_layer_norm.scale", {e}, {Axis::kEmbed}, {}},
-        {"post_attention_layernorm.weight", {e}, {Axis::kEmbed},
-         "post_self_attention_layer_norm.scale", {e}, {Axis::kEmbed}, {}},
-        {"self_attn.q_proj.weight", {nq * hd, e}, {Axis::kFused, Axis::kEmbed},
-         "self_attention.query.kernel", {e, nq, hd}, {Axis::kEmbed, Axis::kHeads, Axis::kHeadDim},
+        {"input_layernorm.weight",
+         {e},
+         {Axis::kEmbed},
+         "pre_self_attention_layer_norm.scale",
+         {e},
+         {Axis::kEmbed},
+         {}},
+        {"post_attention_layernorm.weight",
+         {e},
+         {Axis::kEmbed},
+         "post_self_attention_layer_norm.scale",
+         {e},
+         {Axis::kEmbed},
+         {}},
+        {"self_attn.q_proj.weight",
+         {nq * hd, e},
+         {Axis::kFused, Axis::kEmbed},
+         "self_attention.query.kernel",
+         {e, nq, hd},
+         {Axis::kEmbed, Axis::kHeads, Axis::kHeadDim},
          query_ops},
-        {"self_attn.k_proj.weight", {nkv * hd, e}, {Axis::kFused, Axis::kEmbed},
-         "self_attention.key.kernel", {e, nkv, hd},
-         {Axis::kEmbed, Axis::kKvHeads, Axis::kHeadDim}, key_ops},
-        {"self_attn.v_proj.weight", {nkv * hd, e}, {Axis::kFused, Axis::kEmbed},
-         "self_attention.value.kernel", {e, nkv, hd},
+        {"self_attn.k_proj.weight",
+         {nkv * hd, e},
+         {Axis::kFused, Axis::kEmbed},
+         "self_attention.key.kernel",
+         {e, nkv, hd},
+         {Axis::kEmbed, Axis::kKvHeads, Axis::kHeadDim},
+         key_ops},
+        {"self_attn.v_proj.weight",
+         {nkv * hd, e},
+         {Axis::kFused, Axis::kEmbed},
+         "self_attention.value.kernel",
+         {e, nkv, hd},
          {Axis::kEmbed, Axis::kKvHeads, Axis::kHeadDim},
          {sdk::Transpose({1, 0}), sdk::Reshape({e, nkv, hd})}},
-        {"self_attn.o_proj.weight", {e, nq * hd}, {Axis::kEmbed, Axis::kFused},
-         "self_attention.out.kernel", {nq, hd, e}, {Axis::kHeads, Axis::kHeadDim, Axis::kEmbed},
+        {"self_attn.o_proj.weight",
+         {e, nq * hd},
+         {Axis::kEmbed, Axis::kFused},
+         "self_attention.out.kernel",
+         {nq, hd, e},
+         {Axis::kHeads, Axis::kHeadDim, Axis::kEmbed},
          {sdk::Transpose({1, 0}), sdk::Reshape({nq, hd, e})}},
     };
     if (d_.variant == Variant::kMixtral) {
       const int64_t x = d_.experts;
-      t.push_back({"block_sparse_moe.gate.weight", {x, e}, {Axis::kExperts, Axis::kEmbed},
-                   "MoeBlock_0.gate.kernel", {e, x}, {Axis::kEmbed, Axis::kExperts},
+      t.push_back({"block_sparse_moe.gate.weight",
+                   {x, e},
+                   {Axis::kExperts, Axis::kEmbed},
+                   "MoeBlock_0.gate.kernel",
+                   {e, x},
+                   {Axis::kEmbed, Axis::kExperts},
                    {sdk::Transpose({1, 0})}});
       // w1 = gate (wi_0), w3 = up (wi_1), w2 = down (wo); one HF tensor per
       // expert, stacked on MaxText axis 0.
-      t.push_back({"block_sparse_moe.experts.{expert}.w1.weight", {f, e}, {Axis::kMlp, Axis::kEmbed},
-                   "MoeBlock_0.wi_0", {e, f}, {Axis::kEmbed, Axis::kMlp},
-                   {sdk::Transpose({1, 0})}, true});
-      t.push_back({"block_sparse_moe.experts.{expert}.w3.weight", {f, e}, {Axis::kMlp, Axis::kEmbed},
-                   "MoeBlock_0.wi_1", {e, f}, {Axis::kEmbed, Axis::kMlp},
-                   {sdk::Transpose({1, 0})}, true});
-      t.push_back({"block_sparse_moe.experts.{expert}.w2.weight", {e, f}, {Axis::kEmbed, Axis::kMlp},
-                   "MoeBlock_0.wo", {f, e}, {Axis::kMlp, Axis::kEmbed},
-                   {sdk::Transpose({1, 0})}, true});
+      t.push_back({"block_sparse_moe.experts.{expert}.w1.weight",
+                   {f, e},
+                   {Axis::kMlp, Axis::kEmbed},
+                   "MoeBlock_0.wi_0",
+                   {e, f},
+                   {Axis::kEmbed, Axis::kMlp},
+                   {sdk::Transpose({1, 0})},
+                   true});
+      t.push_back({"block_sparse_moe.experts.{expert}.w3.weight",
+                   {f, e},
+                   {Axis::kMlp, Axis::kEmbed},
+                   "MoeBlock_0.wi_1",
+                   {e, f},
+                   {Axis::kEmbed, Axis::kMlp},
+                   {sdk::Transpose({1, 0})},
+                   true});
+      t.push_back({"block_sparse_moe.experts.{expert}.w2.weight",
+                   {e, f},
+                   {Axis::kEmbed, Axis::kMlp},
+                   "MoeBlock_0.wo",
+                   {f, e},
+                   {Axis::kMlp, Axis::kEmbed},
+                   {sdk::Transpose({1, 0})},
+                   true});
     } else {
-      t.push_back({"mlp.gate_proj.weight", {f, e}, {Axis::kMlp, Axis::kEmbed},
-                   "mlp.wi_0.kernel", {e, f}, {Axis::kEmbed, Axis::kMlp},
+      t.push_back({"mlp.gate_proj.weight",
+                   {f, e},
+                   {Axis::kMlp, Axis::kEmbed},
+                   "mlp.wi_0.kernel",
+                   {e, f},
+                   {Axis::kEmbed, Axis::kMlp},
                    {sdk::Transpose({1, 0})}});
-      t.push_back({"mlp.up_proj.weight", {f, e}, {Axis::kMlp, Axis::kEmbed},
-                   "mlp.wi_1.kernel", {e, f}, {Axis::kEmbed, Axis::kMlp},
+      t.push_back({"mlp.up_proj.weight",
+                   {f, e},
+                   {Axis::kMlp, Axis::kEmbed},
+                   "mlp.wi_1.kernel",
+                   {e, f},
+                   {Axis::kEmbed, Axis::kMlp},
                    {sdk::Transpose({1, 0})}});
-      t.push_back({"mlp.down_proj.weight", {e, f}, {Axis::kEmbed, Axis::kMlp},
-                   "mlp.wo.kernel", {f, e}, {Axis::kMlp, Axis::kEmbed},
+      t.push_back({"mlp.down_proj.weight",
+                   {e, f},
+                   {Axis::kEmbed, Axis::kMlp},
+                   "mlp.wo.kernel",
+                   {f, e},
+                   {Axis::kMlp, Axis::kEmbed},
                    {sdk::Transpose({1, 0})}});
     }
     return t;
@@ -405,7 +466,8 @@ json Preset(std::string_view name) {
   std::string key(name);
   // MaxText accepts "-Instruct" variants with the base model's architecture.
   const std::string suffix = "-Instruct";
-  if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
+  if (key.size() > suffix.size() &&
+      key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
     key.resize(key.size() - suffix.size());
   }
   auto it = presets.find(key);
@@ -417,12 +479,13 @@ sdk::PluginDefinition Describe() {
   sdk::PluginDefinition d;
   d.name = "llama";
   d.version = CKPTBRIDGE_PLUGIN_VERSION;
-  d.description = "Llama 2/3.x, Mistral and Mixtral (MaxText decoder blocks llama2, mistral, mixtral)";
+  d.description =
+      "Llama 2/3.x, Mistral and Mixtral (MaxText decoder blocks llama2, mistral, mixtral)";
   d.model_types = {"llama", "mistral", "mixtral"};
   d.architectures = {"LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM"};
-  d.model_presets = {"llama2-7b",    "llama2-13b",   "llama2-70b",    "llama3-8b",
-                     "llama3-70b",   "llama3.1-8b",  "llama3.1-70b",  "llama3.1-405b",
-                     "llama3.3-70b", "mistral-7b",   "mixtral-8x7b",  "mixtral-8x22b"};
+  d.model_presets = {"llama2-7b",    "llama2-13b",  "llama2-70b",   "llama3-8b",
+                     "llama3-70b",   "llama3.1-8b", "llama3.1-70b", "llama3.1-405b",
+                     "llama3.3-70b", "mistral-7b",  "mixtral-8x7b", "mixtral-8x22b"};
   d.flags = CKB_PLUGIN_THREAD_SAFE_ADAPTERS;
   d.create = [](std::string_view model_type, const sdk::Config& config) {
     return std::make_unique<LlamaAdapter>(model_type, config);

@@ -76,20 +76,20 @@ TEST(F16Test, ExhaustiveRoundTripOfEveryHalf) {
 TEST(F16Test, RoundingAndLimits) {
   EXPECT_EQ(F16ToF32(0x3c00), 1.0f);
   EXPECT_EQ(F16ToF32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
-  EXPECT_EQ(F32ToF16(65504.0f), 0x7bff);                // largest finite
-  EXPECT_EQ(F32ToF16(65520.0f), 0x7c00);                // ties away to Inf
+  EXPECT_EQ(F32ToF16(65504.0f), 0x7bff);               // largest finite
+  EXPECT_EQ(F32ToF16(65520.0f), 0x7c00);               // ties away to Inf
   EXPECT_EQ(F32ToF16(65519.0f), 0x7bff);
   // 1 + 2^-11 is a tie between 1 and 1 + 2^-10: to even.
   EXPECT_EQ(F32ToF16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);
   EXPECT_EQ(F32ToF16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
-  EXPECT_EQ(F32ToF16(std::ldexp(1.0f, -25)), 0x0000);      // tie to even 0
-  EXPECT_EQ(F32ToF16(std::ldexp(3.0f, -25)), 0x0002);      // tie to even 2
+  EXPECT_EQ(F32ToF16(std::ldexp(1.0f, -25)), 0x0000);  // tie to even 0
+  EXPECT_EQ(F32ToF16(std::ldexp(3.0f, -25)), 0x0002);  // tie to even 2
 }
 
 TEST(F8Test, E4M3Values) {
   EXPECT_EQ(F8E4M3ToF32(0x00), 0.0f);
-  EXPECT_EQ(F8E4M3ToF32(0x38), 1.0f);          // exp 7, mant 0
-  EXPECT_EQ(F8E4M3ToF32(0x7e), 448.0f);        // largest finite
+  EXPECT_EQ(F8E4M3ToF32(0x38), 1.0f);    // exp 7, mant 0
+  EXPECT_EQ(F8E4M3ToF32(0x7e), 448.0f);  // largest finite
   EXPECT_EQ(F8E4M3ToF32(0xfe), -448.0f);
   EXPECT_EQ(F8E4M3ToF32(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
   EXPECT_TRUE(std::isnan(F8E4M3ToF32(0x7f)));

@@ -4,11 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "host/base/file.h"
 #include "tests/testing/testing.h"
@@ -68,9 +67,9 @@ TEST(HelpTest, EveryCommandExplainsItself) {
     EXPECT_EQ(via_help.out, help.out);
   }
   CliRun convert = RunCli({"convert", "--help"});
-  for (const std::string flag : {"--to", "--no-scan-layers", "--save-dtype", "--ocdbt",
-                                 "--max-shard-size", "--hf-config", "--model", "--tokenizer",
-                                 "--overwrite", "--threads"}) {
+  for (const std::string flag :
+       {"--to", "--no-scan-layers", "--save-dtype", "--ocdbt", "--max-shard-size", "--hf-config",
+        "--model", "--tokenizer", "--overwrite", "--threads"}) {
     EXPECT_TRUE(Contains(convert.out, flag)) << flag;
   }
   EXPECT_EQ(RunCli({"--version"}).exit_code, 0);
@@ -121,7 +120,7 @@ TEST(InspectTest, ListsEveryTensorOfAnHfFolder) {
   EXPECT_TRUE(Contains(run.out, "tensors   21, 213,632 bytes")) << run.out;
   EXPECT_TRUE(Contains(run.out, "plugin    llama 0.1.0 (model_type llama)"));
   EXPECT_TRUE(HasRow(run.out, {"model.layers.1.self_attn.k_proj.weight", "BF16", "[32,64]", "4096",
-                              "model.safetensors"}))
+                               "model.safetensors"}))
       << run.out;
   CliRun as_json = RunCli({"inspect", "--json", "--checksums", kLlama.string()});
   ASSERT_EQ(as_json.exit_code, 0) << as_json.err;
@@ -136,9 +135,10 @@ TEST(InspectTest, ListsEveryTensorOfAnHfFolder) {
 
 TEST(InspectTest, ListsAnOrbaxItemWithWhatWeRecorded) {
   TempDir tmp;
-  ASSERT_EQ(RunCli({"convert", "--to", "maxtext", "--quiet", kLlama.string(), (tmp / "mt").string()})
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      RunCli({"convert", "--to", "maxtext", "--quiet", kLlama.string(), (tmp / "mt").string()})
+          .exit_code,
+      0);
   CliRun run = RunCli({"inspect", (tmp / "mt" / "0" / "items").string()});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_TRUE(Contains(run.out, "storage   zarr3, no OCDBT")) << run.out;
@@ -147,7 +147,7 @@ TEST(InspectTest, ListsAnOrbaxItemWithWhatWeRecorded) {
   EXPECT_TRUE(Contains(run.out, "base_emb_dim: 64"));
   EXPECT_TRUE(Contains(run.out, "rope_type: \"llama3.1\""));
   EXPECT_TRUE(HasRow(run.out, {"params.params.decoder.layers.self_attention.query.kernel",
-                              "bfloat16", "[64,2,4,16]", "16384", "[64,1,4,16]"}))
+                               "bfloat16", "[64,2,4,16]", "16384", "[64,1,4,16]"}))
       << run.out;
   // Orbax's commit markers name the final location, not the staging one.
   EXPECT_EQ(*ReadFile(tmp / "mt" / "0" / "items" / "commit_success.txt"),
@@ -174,7 +174,8 @@ TEST(ConvertErrorsTest, UnsupportedFamilyNamesThePluginsFound) {
                        (testing::FixtureDir() / "hf" / "transformers-tiny_gpt2").string(),
                        (tmp / "out").string()});
   EXPECT_EQ(run.exit_code, 2);
-  EXPECT_TRUE(Contains(run.err, "model_type 'gpt2' (GPT2Model), which no plugin converts")) << run.err;
+  EXPECT_TRUE(Contains(run.err, "model_type 'gpt2' (GPT2Model), which no plugin converts"))
+      << run.err;
   EXPECT_TRUE(Contains(run.err, "llama 0.1.0 (llama, mistral, mixtral)")) << run.err;
   EXPECT_FALSE(fs::exists(tmp / "out"));
   ExpectNoStagingLeftovers(tmp.path());
@@ -211,9 +212,11 @@ TEST(ConvertErrorsTest, ExistingDestinationIsKeptWithoutOverwrite) {
 
 TEST(ConvertErrorsTest, OcdbtIsNotSupportedYet) {
   TempDir tmp;
-  CliRun run = RunCli({"convert", "--to", "maxtext", "--ocdbt", kLlama.string(), (tmp / "out").string()});
+  CliRun run =
+      RunCli({"convert", "--to", "maxtext", "--ocdbt", kLlama.string(), (tmp / "out").string()});
   EXPECT_EQ(run.exit_code, 2);
-  EXPECT_TRUE(Contains(run.err, "--ocdbt: writing OCDBT checkpoints is not supported yet")) << run.err;
+  EXPECT_TRUE(Contains(run.err, "--ocdbt: writing OCDBT checkpoints is not supported yet"))
+      << run.err;
   EXPECT_FALSE(fs::exists(tmp / "out"));
 }
 
@@ -254,7 +257,8 @@ TEST(ConvertErrorsTest, MissingAndUnmappedTensorsAreListed) {
   fs::path src = EditedLlama(tmp, [](json& c) { c["num_hidden_layers"] = 3; });
   CliRun missing = RunCli({"convert", "--to", "maxtext", src.string(), (tmp / "out").string()});
   EXPECT_EQ(missing.exit_code, 2);
-  EXPECT_TRUE(Contains(missing.err, "plugin 'llama' 0.1.0 needs 9 tensors that are not in")) << missing.err;
+  EXPECT_TRUE(Contains(missing.err, "plugin 'llama' 0.1.0 needs 9 tensors that are not in"))
+      << missing.err;
   EXPECT_TRUE(Contains(missing.err, "model.layers.2.input_layernorm.weight"));
 
   // Tied config but the weights have an untied head: lm_head is declared
@@ -270,8 +274,9 @@ TEST(ConvertErrorsTest, MissingAndUnmappedTensorsAreListed) {
   fs::path fewer = EditedLlama(tmp3, [](json& c) { c["num_hidden_layers"] = 1; });
   CliRun unmapped = RunCli({"convert", "--to", "maxtext", fewer.string(), (tmp3 / "out").string()});
   EXPECT_EQ(unmapped.exit_code, 2);
-  EXPECT_TRUE(Contains(unmapped.err, "has 9 tensors that plugin 'llama' 0.1.0 does not map: "
-                                     "model.layers.1.input_layernorm.weight"))
+  EXPECT_TRUE(Contains(unmapped.err,
+                       "has 9 tensors that plugin 'llama' 0.1.0 does not map: "
+                       "model.layers.1.input_layernorm.weight"))
       << unmapped.err;
 }
 
@@ -279,10 +284,12 @@ TEST(ConvertErrorsTest, MissingConfigAndMissingSource) {
   TempDir tmp;
   fs::create_directories(tmp / "bare");
   fs::copy_file(kLlama / "model.safetensors", tmp / "bare" / "model.safetensors");
-  CliRun run = RunCli({"convert", "--to", "maxtext", (tmp / "bare").string(), (tmp / "out").string()});
+  CliRun run =
+      RunCli({"convert", "--to", "maxtext", (tmp / "bare").string(), (tmp / "out").string()});
   EXPECT_EQ(run.exit_code, 2);
   EXPECT_TRUE(Contains(run.err, "no config.json")) << run.err;
-  CliRun gone = RunCli({"convert", "--to", "maxtext", (tmp / "nope").string(), (tmp / "out").string()});
+  CliRun gone =
+      RunCli({"convert", "--to", "maxtext", (tmp / "nope").string(), (tmp / "out").string()});
   EXPECT_EQ(gone.exit_code, 2);
   EXPECT_TRUE(Contains(gone.err, "no such file or directory"));
 }
@@ -299,13 +306,14 @@ TEST(ConvertToHfTest, ForeignCheckpointNeedsAConfigAndPresetsProvideOne) {
   tree["custom_metadata"] = {{"scan_layers", false}};
   ASSERT_TRUE(WriteFile(metadata, tree.dump()).ok());
 
-  CliRun no_config = RunCli({"convert", "--to", "hf", (tmp / "mt").string(), (tmp / "hf").string()});
+  CliRun no_config =
+      RunCli({"convert", "--to", "hf", (tmp / "mt").string(), (tmp / "hf").string()});
   EXPECT_EQ(no_config.exit_code, 2);
   EXPECT_TRUE(Contains(no_config.err, "pass --hf-config FILE")) << no_config.err;
 
-  CliRun with_config = RunCli({"convert", "--to", "hf", "--quiet", "--hf-config",
-                               (kLlama / "config.json").string(), "--tokenizer", kLlama.string(),
-                               (tmp / "mt").string(), (tmp / "hf").string()});
+  CliRun with_config =
+      RunCli({"convert", "--to", "hf", "--quiet", "--hf-config", (kLlama / "config.json").string(),
+              "--tokenizer", kLlama.string(), (tmp / "mt").string(), (tmp / "hf").string()});
   ASSERT_EQ(with_config.exit_code, 0) << with_config.err;
   EXPECT_EQ(testing::ReadHfBytes(tmp / "hf"), testing::ReadHfBytes(kLlama));
 
@@ -313,10 +321,11 @@ TEST(ConvertToHfTest, ForeignCheckpointNeedsAConfigAndPresetsProvideOne) {
   CliRun preset = RunCli({"convert", "--to", "hf", "--model", "llama3.1-8b", (tmp / "mt").string(),
                           (tmp / "hf2").string()});
   EXPECT_EQ(preset.exit_code, 2);
-  EXPECT_TRUE(Contains(preset.err, "has shape [256, 64] but plugin 'llama' 0.1.0 expects [128256, 4096]"))
+  EXPECT_TRUE(
+      Contains(preset.err, "has shape [256, 64] but plugin 'llama' 0.1.0 expects [128256, 4096]"))
       << preset.err;
-  CliRun unknown = RunCli({"convert", "--to", "hf", "--model", "gpt-5", (tmp / "mt").string(),
-                           (tmp / "hf3").string()});
+  CliRun unknown = RunCli(
+      {"convert", "--to", "hf", "--model", "gpt-5", (tmp / "mt").string(), (tmp / "hf3").string()});
   EXPECT_EQ(unknown.exit_code, 2);
   EXPECT_TRUE(Contains(unknown.err, "--model 'gpt-5' is not a preset")) << unknown.err;
   EXPECT_FALSE(fs::exists(tmp / "hf2"));
@@ -325,14 +334,16 @@ TEST(ConvertToHfTest, ForeignCheckpointNeedsAConfigAndPresetsProvideOne) {
 
 TEST(ConvertToHfTest, ScanLayersMustAgreeWithTheCheckpoint) {
   TempDir tmp;
-  ASSERT_EQ(RunCli({"convert", "--to", "maxtext", "--quiet", kLlama.string(), (tmp / "mt").string()})
-                .exit_code,
-            0);
-  CliRun run = RunCli({"convert", "--to", "hf", "--no-scan-layers", (tmp / "mt").string(),
-                       (tmp / "hf").string()});
+  ASSERT_EQ(
+      RunCli({"convert", "--to", "maxtext", "--quiet", kLlama.string(), (tmp / "mt").string()})
+          .exit_code,
+      0);
+  CliRun run = RunCli(
+      {"convert", "--to", "hf", "--no-scan-layers", (tmp / "mt").string(), (tmp / "hf").string()});
   EXPECT_EQ(run.exit_code, 2);
-  EXPECT_TRUE(Contains(run.err, "--no-scan-layers contradicts the checkpoint, which records "
-                                "scan_layers=true"))
+  EXPECT_TRUE(Contains(run.err,
+                       "--no-scan-layers contradicts the checkpoint, which records "
+                       "scan_layers=true"))
       << run.err;
 }
 

@@ -9,9 +9,8 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "host/base/file.h"
 #include "host/base/numeric.h"
@@ -66,9 +65,11 @@ std::map<std::string, Values> ExpectedMaxText(const std::map<std::string, Values
   };
 
   Values& emb = tensor("token_embedder.embedding", {v, e});
-  for (int64_t i = 0; i < v * e; ++i) emb.data[i] = testing::RoundTo(dtype, at("model.embed_tokens.weight")[i]);
+  for (int64_t i = 0; i < v * e; ++i)
+    emb.data[i] = testing::RoundTo(dtype, at("model.embed_tokens.weight")[i]);
   Values& norm = tensor("decoder.decoder_norm.scale", {e});
-  for (int64_t i = 0; i < e; ++i) norm.data[i] = testing::RoundTo(dtype, at("model.norm.weight")[i]);
+  for (int64_t i = 0; i < e; ++i)
+    norm.data[i] = testing::RoundTo(dtype, at("model.norm.weight")[i]);
   if (!c.value("tie_word_embeddings", false)) {
     Values& logits = tensor("decoder.logits_dense.kernel", {e, v});
     for (int64_t i = 0; i < e; ++i)
@@ -110,29 +111,34 @@ std::map<std::string, Values> ExpectedMaxText(const std::map<std::string, Values
       for (int64_t i = 0; i < e; ++i)
         for (int64_t n = 0; n < nq; ++n)
           for (int64_t k = 0; k < d; ++k)
-            put(*q, idx(li, {i, n, k}), at(p + "self_attn.q_proj.weight")[(n * d + rope_src(k)) * e + i] * scale);
+            put(*q, idx(li, {i, n, k}),
+                at(p + "self_attn.q_proj.weight")[(n * d + rope_src(k)) * e + i] * scale);
       auto [kk, lk] = layer_tensor("self_attention.key.kernel", {e, nkv, d}, l, false);
       auto [vv, lv] = layer_tensor("self_attention.value.kernel", {e, nkv, d}, l, false);
       for (int64_t i = 0; i < e; ++i)
         for (int64_t n = 0; n < nkv; ++n)
           for (int64_t k = 0; k < d; ++k) {
-            put(*kk, idx(lk, {i, n, k}), at(p + "self_attn.k_proj.weight")[(n * d + rope_src(k)) * e + i]);
+            put(*kk, idx(lk, {i, n, k}),
+                at(p + "self_attn.k_proj.weight")[(n * d + rope_src(k)) * e + i]);
             put(*vv, idx(lv, {i, n, k}), at(p + "self_attn.v_proj.weight")[(n * d + k) * e + i]);
           }
       auto [o, lo] = layer_tensor("self_attention.out.kernel", {nq, d, e}, l, false);
       for (int64_t n = 0; n < nq; ++n)
         for (int64_t k = 0; k < d; ++k)
           for (int64_t i = 0; i < e; ++i)
-            put(*o, idx(lo, {n, k, i}), at(p + "self_attn.o_proj.weight")[i * (nq * d) + n * d + k]);
+            put(*o, idx(lo, {n, k, i}),
+                at(p + "self_attn.o_proj.weight")[i * (nq * d) + n * d + k]);
     }
     if (moe) {
       auto [g, lg] = layer_tensor("MoeBlock_0.gate.kernel", {e, x}, l, false);
       for (int64_t i = 0; i < e; ++i)
-        for (int64_t j = 0; j < x; ++j) put(*g, idx(lg, {i, j}), at(p + "block_sparse_moe.gate.weight")[j * e + i]);
+        for (int64_t j = 0; j < x; ++j)
+          put(*g, idx(lg, {i, j}), at(p + "block_sparse_moe.gate.weight")[j * e + i]);
       // Experts: [X, (L,) E, F]; the layer axis is 1, after the expert axis.
-      for (auto [w, sub, in_first] : {std::tuple<std::string, std::string, bool>{"w1", "MoeBlock_0.wi_0", true},
-                                      {"w3", "MoeBlock_0.wi_1", true},
-                                      {"w2", "MoeBlock_0.wo", false}}) {
+      for (auto [w, sub, in_first] :
+           {std::tuple<std::string, std::string, bool>{"w1", "MoeBlock_0.wi_0", true},
+            {"w3", "MoeBlock_0.wi_1", true},
+            {"w2", "MoeBlock_0.wo", false}}) {
         const Shape per = in_first ? Shape{x, e, f} : Shape{x, f, e};
         auto [t, lt] = layer_tensor(sub, per, l, true);
         for (int64_t j = 0; j < x; ++j) {
@@ -153,7 +159,8 @@ std::map<std::string, Values> ExpectedMaxText(const std::map<std::string, Values
       }
       auto [t, lt] = layer_tensor("mlp.wo.kernel", {f, e}, l, false);
       for (int64_t j = 0; j < f; ++j)
-        for (int64_t i = 0; i < e; ++i) put(*t, idx(lt, {j, i}), at(p + "mlp.down_proj.weight")[i * f + j]);
+        for (int64_t i = 0; i < e; ++i)
+          put(*t, idx(lt, {j, i}), at(p + "mlp.down_proj.weight")[i * f + j]);
     }
   }
   return out;
@@ -226,19 +233,22 @@ TEST_P(RealFixtureTest, EveryMaxTextTensorMatchesTheMappingAndTheWayBackIsBitExa
   EXPECT_EQ(config["hidden_size"], ReadConfig(src)["hidden_size"]);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Fixtures, RealFixtureTest,
-    ::testing::Values(Case{"mlxd-tiny_llama3", true, ""}, Case{"mlxd-tiny_llama3", false, "float32"},
-                      Case{"mlxd-tiny_llama3", true, "float32"}, Case{"mlxd-tiny_llama3", false, ""},
-                      Case{"mlxd-tiny_mistral", true, ""}, Case{"mlxd-tiny_mistral", false, "float32"}),
-    [](const ::testing::TestParamInfo<Case>& info) {
-      std::string name = info.param.fixture + (info.param.scan ? "_scanned" : "_unscanned") +
-                         (info.param.save_dtype.empty() ? "_bf16" : "_f32");
-      for (char& ch : name) {
-        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      }
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Fixtures, RealFixtureTest,
+                         ::testing::Values(Case{"mlxd-tiny_llama3", true, ""},
+                                           Case{"mlxd-tiny_llama3", false, "float32"},
+                                           Case{"mlxd-tiny_llama3", true, "float32"},
+                                           Case{"mlxd-tiny_llama3", false, ""},
+                                           Case{"mlxd-tiny_mistral", true, ""},
+                                           Case{"mlxd-tiny_mistral", false, "float32"}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           std::string name = info.param.fixture +
+                                              (info.param.scan ? "_scanned" : "_unscanned") +
+                                              (info.param.save_dtype.empty() ? "_bf16" : "_f32");
+                           for (char& ch : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
 
 json TinyMixtralConfig() {
   return {{"architectures", {"MixtralForCausalLM"}},
@@ -265,8 +275,8 @@ TEST_P(MixtralTest, ExpertsStackAndComeBackBitExact) {
   TempDir tmp;
   const json config = TinyMixtralConfig();
   // Small shards so the source is a real index + shards set.
-  testing::WriteHfCheckpoint(tmp / "src", config, testing::LlamaFamilyTensors(config),
-                             DType::kBF16, /*seed=*/7, /*max_shard_bytes=*/16 << 10);
+  testing::WriteHfCheckpoint(tmp / "src", config, testing::LlamaFamilyTensors(config), DType::kBF16,
+                             /*seed=*/7, /*max_shard_bytes=*/16 << 10);
   ASSERT_TRUE(fs::exists(tmp / "src" / "model.safetensors.index.json"));
 
   CliRun to_mt = RunCli({"convert", "--to", "maxtext", "--quiet", "--save-dtype", "float32",
@@ -278,7 +288,8 @@ TEST_P(MixtralTest, ExpertsStackAndComeBackBitExact) {
   if (scan) {
     EXPECT_EQ(mt.at("params.params.decoder.layers.MoeBlock_0.wi_0").shape, (Shape{4, 3, 32, 24}));
     EXPECT_EQ(mt.at("params.params.decoder.layers.MoeBlock_0.wo").shape, (Shape{4, 3, 24, 32}));
-    EXPECT_EQ(mt.at("params.params.decoder.layers.MoeBlock_0.gate.kernel").shape, (Shape{32, 3, 4}));
+    EXPECT_EQ(mt.at("params.params.decoder.layers.MoeBlock_0.gate.kernel").shape,
+              (Shape{32, 3, 4}));
   } else {
     EXPECT_EQ(mt.at("params.params.decoder.layers_2.MoeBlock_0.wi_1").shape, (Shape{4, 32, 24}));
   }

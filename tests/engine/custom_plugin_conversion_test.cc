@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "host/base/numeric.h"
@@ -36,9 +35,9 @@ std::vector<testing::HfTensorSpec> TestfamTensors() {
   // Experts of HF layers 1 and 3 (hf_start 1, stride 2).
   for (int l : {1, 3}) {
     for (int e = 0; e < 4; ++e) {
-      t.push_back({"model.layers." + std::to_string(l) + ".mlp.experts." + std::to_string(e) +
-                       ".w1.weight",
-                   {6, 8}});
+      t.push_back(
+          {"model.layers." + std::to_string(l) + ".mlp.experts." + std::to_string(e) + ".w1.weight",
+           {6, 8}});
     }
   }
   return t;
@@ -48,14 +47,16 @@ TEST(CustomPluginConversionTest, EveryOpKindLandsWhereTheRulesSay) {
   TempDir tmp;
   testing::WriteHfCheckpoint(tmp / "src", {{"model_type", "test_a"}, {"num_layers", 2}},
                              TestfamTensors(), DType::kF32, /*seed=*/3);
-  testing::CliRun run = RunCli({"convert", "--to", "maxtext", "--quiet", "--save-dtype", "float32",
-                                "--plugin", kPlugin.string(), (tmp / "src").string(),
-                                (tmp / "mt").string()});
+  testing::CliRun run =
+      RunCli({"convert", "--to", "maxtext", "--quiet", "--save-dtype", "float32", "--plugin",
+              kPlugin.string(), (tmp / "src").string(), (tmp / "mt").string()});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const auto hf = testing::ReadHf(tmp / "src");
   const auto mt = testing::ReadOrbax(tmp / "mt");
   auto h = [&](const std::string& n) -> const std::vector<float>& { return hf.at(n).data; };
-  auto m = [&](const std::string& n) -> const testing::Values& { return mt.at("params.params." + n); };
+  auto m = [&](const std::string& n) -> const testing::Values& {
+    return mt.at("params.params." + n);
+  };
 
   EXPECT_EQ(m("token_embedder.embedding").data, h("model.embed_tokens.weight"));
 
@@ -65,8 +66,9 @@ TEST(CustomPluginConversionTest, EveryOpKindLandsWhereTheRulesSay) {
   for (int l = 0; l < 2; ++l)
     for (int e = 0; e < 8; ++e)
       for (int k = 0; k < 8; ++k)
-        EXPECT_EQ(query.data[((e * 2 + l) * 2 + k / 4) * 4 + k % 4],
-                  0.5f * h("model.layers." + std::to_string(l) + ".self_attn.q_proj.weight")[k * 8 + e]);
+        EXPECT_EQ(
+            query.data[((e * 2 + l) * 2 + k / 4) * 4 + k % 4],
+            0.5f * h("model.layers." + std::to_string(l) + ".self_attn.q_proj.weight")[k * 8 + e]);
 
   // gate_up [12, 8] -> transpose [8, 12] -> split into wi_0/wi_1 [8, L, 6].
   const auto& wi0 = m("decoder.layers.mlp.wi_0.kernel");
@@ -88,7 +90,8 @@ TEST(CustomPluginConversionTest, EveryOpKindLandsWhereTheRulesSay) {
       const auto& src = h("model.layers." + std::to_string(1 + 2 * i) + ".mlp.experts." +
                           std::to_string(x) + ".w1.weight");
       for (int e = 0; e < 8; ++e)
-        for (int f = 0; f < 6; ++f) EXPECT_EQ(experts.data[((x * 2 + i) * 8 + e) * 6 + f], src[f * 8 + e]);
+        for (int f = 0; f < 6; ++f)
+          EXPECT_EQ(experts.data[((x * 2 + i) * 8 + e) * 6 + f], src[f * 8 + e]);
     }
 
   // lm_head [16, 8] -> pad rows to 20 -> transpose [8, 20] -> + 1.5.
@@ -108,17 +111,18 @@ TEST(CustomPluginConversionTest, EveryOpKindLandsWhereTheRulesSay) {
   testing::CliRun back = RunCli({"convert", "--to", "hf", "--plugin", kPlugin.string(),
                                  (tmp / "mt").string(), (tmp / "hf").string()});
   EXPECT_EQ(back.exit_code, 2);
-  EXPECT_NE(back.err.find("rule for 'decoder.fp8.kernel': cannot be exported: custom(7) has no inverse"),
-            std::string::npos)
+  EXPECT_NE(
+      back.err.find("rule for 'decoder.fp8.kernel': cannot be exported: custom(7) has no inverse"),
+      std::string::npos)
       << back.err;
   EXPECT_FALSE(fs::exists(tmp / "hf"));
 }
 
 TEST(CustomPluginConversionTest, PluginFileThatDoesNotLoadIsFatal) {
   TempDir tmp;
-  testing::CliRun run = RunCli({"convert", "--to", "maxtext", "--plugin", (tmp / "nope.so").string(),
-                                (testing::FixtureDir() / "hf" / "mlxd-tiny_llama3").string(),
-                                (tmp / "mt").string()});
+  testing::CliRun run =
+      RunCli({"convert", "--to", "maxtext", "--plugin", (tmp / "nope.so").string(),
+              (testing::FixtureDir() / "hf" / "mlxd-tiny_llama3").string(), (tmp / "mt").string()});
   EXPECT_EQ(run.exit_code, 2);
   EXPECT_NE(run.err.find("nope.so"), std::string::npos) << run.err;
 }

@@ -69,7 +69,8 @@ TEST(PlanToMaxTextTest, AccountingErrorsListTheKeys) {
   rules.rules = {LayerRule()};
   Status missing = PlanError(rules, *ckpt);
   EXPECT_EQ(missing.code(), StatusCode::kNotFound);
-  EXPECT_NE(missing.message().find("plugin 'test' needs 1 tensor that is not in"), std::string::npos)
+  EXPECT_NE(missing.message().find("plugin 'test' needs 1 tensor that is not in"),
+            std::string::npos)
       << missing.message();
   EXPECT_NE(missing.message().find("layers.1.w"), std::string::npos);
 
@@ -77,8 +78,9 @@ TEST(PlanToMaxTextTest, AccountingErrorsListTheKeys) {
   rules.rules[0].mt_outputs[0].dims = {4, 1, 3};
   Status unmapped = PlanError(rules, *ckpt);
   EXPECT_EQ(unmapped.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(unmapped.message().find("has 2 tensors that plugin 'test' does not map: layers.0.inv, stray"),
-            std::string::npos)
+  EXPECT_NE(
+      unmapped.message().find("has 2 tensors that plugin 'test' does not map: layers.0.inv, stray"),
+      std::string::npos)
       << unmapped.message();
 
   rules.ignores = {{CKB_SIDE_HF, "layers.*.inv", "recomputed"}, {CKB_SIDE_HF, "stray", "noise"}};
@@ -126,7 +128,8 @@ TEST(PlanToMaxTextTest, PluginBugsAreReportedWithTheRule) {
   Rule unstacked = LayerRule();
   unstacked.stack.clear();
   unstacked.mt_outputs[0].dims = {4, 3};
-  expect(unstacked, "HF key template 'layers.{layer}.w' uses {layer} but the rule does not stack it");
+  expect(unstacked,
+         "HF key template 'layers.{layer}.w' uses {layer} but the rule does not stack it");
   Rule wrong_axis = LayerRule();
   wrong_axis.stack[0].mt_axis = 0;
   expect(wrong_axis, "MaxText shape [4, 2, 3] of 'decoder.layers.w' has no axis 0 of size 2");
@@ -151,8 +154,8 @@ TEST(PlanToMaxTextTest, WrongShapeAndDtypeNameTheFileAndBothSides) {
   rules.rules = {LayerRule()};
   Status s = PlanError(rules, *ckpt);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find(
-                "model.safetensors: tensor 'layers.1.w' has shape [4, 3] but plugin 'test' expects [3, 4]"),
+  EXPECT_NE(s.message().find("model.safetensors: tensor 'layers.1.w' has shape [4, 3] but plugin "
+                             "'test' expects [3, 4]"),
             std::string::npos)
       << s.message();
 
@@ -164,7 +167,8 @@ TEST(PlanToMaxTextTest, WrongShapeAndDtypeNameTheFileAndBothSides) {
   auto ints = safetensors::Checkpoint::Open(tmp2.path());
   ASSERT_TRUE(ints.ok());
   Status dtype = PlanError(rules, **ints);
-  EXPECT_NE(dtype.message().find("tensor 'layers.0.w' has dtype U32 but floating-point weights are expected"),
+  EXPECT_NE(dtype.message().find(
+                "tensor 'layers.0.w' has dtype U32 but floating-point weights are expected"),
             std::string::npos)
       << dtype.message();
 }
@@ -187,7 +191,8 @@ TEST(PlanToMaxTextTest, SaveDtypeSourceKeepsTheInputDtype) {
 }
 
 TEST(ChunkShapeTest, StackedAxesAreOneAndLargeSlicesAreCutIntoDivisors) {
-  EXPECT_EQ(ChooseChunkShape({4096, 32, 14336}, {1}, 2, uint64_t{2} << 30), (Shape{4096, 1, 14336}));
+  EXPECT_EQ(ChooseChunkShape({4096, 32, 14336}, {1}, 2, uint64_t{2} << 30),
+            (Shape{4096, 1, 14336}));
   // A 128256 x 16384 bf16 embedding (4 GiB) is cut to <= 2 GiB chunks that
   // tile it exactly.
   Shape chunk = ChooseChunkShape({128256, 16384}, {}, 2, uint64_t{2} << 30);

@@ -17,16 +17,6 @@ namespace fs = std::filesystem;
 fs::path DataDir() { return CKPTBRIDGE_TEST_DATA_DIR; }
 fs::path FixtureDir() { return DataDir() / "fixtures"; }
 
-TempDir::TempDir() {
-  path_ = fs::temp_directory_path() / ("ckptbridge-test-" + RandomHex(12));
-  fs::create_directories(path_);
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
 CliRun RunCli(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"ckptbridge"};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -60,8 +50,8 @@ std::map<std::string, std::string> ReadHfBytes(const fs::path& dir) {
   EXPECT_TRUE(ckpt.ok()) << ckpt.status().message();
   if (!ckpt.ok()) return result;
   for (const auto& t : (*ckpt)->tensors()) {
-    result[t.info->name] = std::string(reinterpret_cast<const char*>(t.file->Data(*t.info)),
-                                       t.info->num_bytes());
+    result[t.info->name] =
+        std::string(reinterpret_cast<const char*>(t.file->Data(*t.info)), t.info->num_bytes());
   }
   return result;
 }
@@ -89,9 +79,12 @@ std::map<std::string, Values> ReadOrbax(const fs::path& path) {
 
 float RoundTo(DType dtype, float value) {
   switch (dtype) {
-    case DType::kBF16: return Bf16ToF32(F32ToBf16(value));
-    case DType::kF16: return F16ToF32(F32ToF16(value));
-    default: return value;
+    case DType::kBF16:
+      return Bf16ToF32(F32ToBf16(value));
+    case DType::kF16:
+      return F16ToF32(F32ToF16(value));
+    default:
+      return value;
   }
 }
 

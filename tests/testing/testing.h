@@ -7,34 +7,20 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "host/base/dtype.h"
 #include "host/base/shape.h"
+#include "tests/testing/temp_dir.h"
 
 namespace ckptbridge::testing {
 
 // tests/data (the source tree's copy of the fixtures and our own test data).
 std::filesystem::path DataDir();
 std::filesystem::path FixtureDir();  // tests/data/fixtures
-
-// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
-};
 
 // What one CLI run printed and returned.
 struct CliRun {

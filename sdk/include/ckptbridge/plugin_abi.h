@@ -78,11 +78,11 @@ typedef struct ckb_str {
 /* Status codes. Mirror absl::StatusCode names; never renumbered. */
 enum {
   CKB_OK = 0,
-  CKB_INVALID_ARGUMENT = 1,   /* bad config, bad options, bad tensor */
-  CKB_NOT_FOUND = 2,          /* unknown family, model preset, transform id */
-  CKB_UNSUPPORTED = 3,        /* understood but not converted (e.g. quantized) */
+  CKB_INVALID_ARGUMENT = 1, /* bad config, bad options, bad tensor */
+  CKB_NOT_FOUND = 2,        /* unknown family, model preset, transform id */
+  CKB_UNSUPPORTED = 3,      /* understood but not converted (e.g. quantized) */
   CKB_FAILED_PRECONDITION = 4,
-  CKB_INTERNAL = 5,           /* plugin bug; also any escaped C++ exception */
+  CKB_INTERNAL = 5, /* plugin bug; also any escaped C++ exception */
   CKB_RESOURCE_EXHAUSTED = 6
 };
 
@@ -119,15 +119,15 @@ enum {
  * checks ranks against them and uses them to name axes in messages. */
 enum {
   CKB_AXIS_OTHER = 0,
-  CKB_AXIS_EMBED = 1,     /* model width (hidden_size) */
+  CKB_AXIS_EMBED = 1, /* model width (hidden_size) */
   CKB_AXIS_VOCAB = 2,
-  CKB_AXIS_HEADS = 3,     /* query heads */
+  CKB_AXIS_HEADS = 3, /* query heads */
   CKB_AXIS_KV_HEADS = 4,
   CKB_AXIS_HEAD_DIM = 5,
-  CKB_AXIS_MLP = 6,       /* feed-forward width */
+  CKB_AXIS_MLP = 6, /* feed-forward width */
   CKB_AXIS_EXPERTS = 7,
   CKB_AXIS_LAYERS = 8,
-  CKB_AXIS_FUSED = 9      /* several of the above merged, e.g. heads*head_dim */
+  CKB_AXIS_FUSED = 9 /* several of the above merged, e.g. heads*head_dim */
 };
 
 /* Host services handed to the plugin at entry. */
@@ -135,7 +135,7 @@ typedef struct ckb_host_api {
   uint32_t struct_size;
   uint32_t abi_major;
   uint32_t abi_minor;
-  ckb_str host_version;  /* semver of the host binary */
+  ckb_str host_version; /* semver of the host binary */
   void* ctx;
   /* Optional (may be NULL): a line for the user, level 0 info, 1 warning. */
   void (*log)(void* ctx, int32_t level, ckb_str message);
@@ -160,17 +160,17 @@ typedef struct ckb_tensor_view {
  * of these is invertible by construction; CUSTOM is not. Axes are
  * non-negative and refer to the op's input tensor. */
 enum {
-  CKB_OP_TRANSPOSE = 1,   /* values = permutation; out dim i = in dim values[i] */
-  CKB_OP_RESHAPE = 2,     /* values = new shape (row-major; same element count) */
-  CKB_OP_SCALE = 3,       /* x * factor in f32; inverse x * inverse_factor */
-  CKB_OP_ADD = 4,         /* x + factor in f32; inverse x - factor */
-  CKB_OP_INTERLEAVE = 5,  /* on `axis` of even size D: out[2j] = in[j], out[2j+1] = in[j+D/2] */
-  CKB_OP_DEINTERLEAVE = 6,/* inverse of INTERLEAVE */
-  CKB_OP_PAD = 7,         /* grow `axis` to `size` with zeros; inverse TRUNCATE */
-  CKB_OP_TRUNCATE = 8,    /* shrink `axis` to `size`; inverse PAD (lossy) */
-  CKB_OP_CONCAT = 9,      /* join all rule inputs along `axis` */
-  CKB_OP_SPLIT = 10,      /* cut along `axis` into pieces of `values` sizes */
-  CKB_OP_CUSTOM = 11      /* plugin transform `custom_id`; output dims = values */
+  CKB_OP_TRANSPOSE = 1,    /* values = permutation; out dim i = in dim values[i] */
+  CKB_OP_RESHAPE = 2,      /* values = new shape (row-major; same element count) */
+  CKB_OP_SCALE = 3,        /* x * factor in f32; inverse x * inverse_factor */
+  CKB_OP_ADD = 4,          /* x + factor in f32; inverse x - factor */
+  CKB_OP_INTERLEAVE = 5,   /* on `axis` of even size D: out[2j] = in[j], out[2j+1] = in[j+D/2] */
+  CKB_OP_DEINTERLEAVE = 6, /* inverse of INTERLEAVE */
+  CKB_OP_PAD = 7,          /* grow `axis` to `size` with zeros; inverse TRUNCATE */
+  CKB_OP_TRUNCATE = 8,     /* shrink `axis` to `size`; inverse PAD (lossy) */
+  CKB_OP_CONCAT = 9,       /* join all rule inputs along `axis` */
+  CKB_OP_SPLIT = 10,       /* cut along `axis` into pieces of `values` sizes */
+  CKB_OP_CUSTOM = 11       /* plugin transform `custom_id`; output dims = values */
 };
 
 typedef struct ckb_op {
@@ -180,11 +180,11 @@ typedef struct ckb_op {
   int32_t custom_id;
   const int64_t* values; /* permutation, shape, split sizes or custom output dims */
   size_t value_count;
-  float factor;          /* SCALE / ADD */
-  float inverse_factor;  /* SCALE only: the factor the inverse multiplies by.
-                            MaxText uses e.g. f32(1/sqrt(D)) forward and
-                            f32(sqrt(D)) back, which is not 1/f32(1/sqrt(D)). */
-  int64_t size;          /* PAD / TRUNCATE target size */
+  float factor;         /* SCALE / ADD */
+  float inverse_factor; /* SCALE only: the factor the inverse multiplies by.
+                           MaxText uses e.g. f32(1/sqrt(D)) forward and
+                           f32(sqrt(D)) back, which is not 1/f32(1/sqrt(D)). */
+  int64_t size;         /* PAD / TRUNCATE target size */
 } ckb_op;
 
 /* One tensor named by a rule. On the HF side `name` is a key template in which
@@ -224,13 +224,13 @@ enum {
 typedef struct ckb_rule {
   uint32_t struct_size;
   uint32_t flags;
-  const ckb_tensor_decl* const* hf_inputs;  /* one or more */
+  const ckb_tensor_decl* const* hf_inputs; /* one or more */
   size_t hf_input_count;
   const ckb_tensor_decl* const* mt_outputs; /* one or more */
   size_t mt_output_count;
-  const ckb_stack_axis* const* stack_axes;  /* zero, one (layers or experts) or two */
+  const ckb_stack_axis* const* stack_axes; /* zero, one (layers or experts) or two */
   size_t stack_axis_count;
-  const ckb_op* const* ops;                 /* HF slice -> MaxText slice, in order */
+  const ckb_op* const* ops; /* HF slice -> MaxText slice, in order */
   size_t op_count;
 } ckb_rule;
 
@@ -292,8 +292,7 @@ typedef struct ckb_plugin_vtable_v1 {
 
   /* The HF config.json of a MaxText model name (e.g. "llama3.1-8b"), or
    * CKB_NOT_FOUND. May be NULL when the plugin has no presets. */
-  int32_t (*preset_config)(ckb_str model_name, const ckb_text_sink* out,
-                           const ckb_error_sink* err);
+  int32_t (*preset_config)(ckb_str model_name, const ckb_text_sink* out, const ckb_error_sink* err);
 
   /* Custom transform `custom_id` of a rule (CKB_OP_CUSTOM). Inputs are the
    * rule's HF slices in their source dtypes; outputs are host-allocated with
@@ -313,12 +312,12 @@ enum {
 
 typedef struct ckb_plugin_descriptor {
   uint32_t struct_size;
-  uint32_t abi_major;  /* must equal the host's */
-  uint32_t abi_minor;  /* minimum host minor this plugin needs */
-  ckb_str name;        /* "llama" */
-  ckb_str version;     /* semver, "1.0.0" */
-  ckb_str description; /* one line for `ckptbridge plugins` */
-  const ckb_str* model_types;   /* HF `model_type` values served: "llama", "mistral" */
+  uint32_t abi_major;         /* must equal the host's */
+  uint32_t abi_minor;         /* minimum host minor this plugin needs */
+  ckb_str name;               /* "llama" */
+  ckb_str version;            /* semver, "1.0.0" */
+  ckb_str description;        /* one line for `ckptbridge plugins` */
+  const ckb_str* model_types; /* HF `model_type` values served: "llama", "mistral" */
   size_t model_type_count;
   const ckb_str* architectures; /* HF `architectures[0]` values served (may be empty) */
   size_t architecture_count;

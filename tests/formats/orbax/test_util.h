@@ -16,6 +16,7 @@
 
 #include "host/base/file.h"
 #include "host/base/status.h"
+#include "tests/testing/temp_dir.h"
 
 namespace ckptbridge::orbax::testing {
 
@@ -38,24 +39,7 @@ inline fs::path Extracted(std::string_view relative) {
 }
 
 // A fresh folder under the system temp dir, removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() : path_(fs::temp_directory_path() / ("ckptbridge-orbax-" + RandomHex(16))) {
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-
-  const fs::path& path() const { return path_; }
-  fs::path operator/(std::string_view name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using ScratchDir = ::ckptbridge::testing::TempDir;
 
 inline std::string ReadBytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "host/base/file.h"
+#include "tests/testing/temp_dir.h"
 
 namespace ckptbridge::safetensors::testing {
 
@@ -22,24 +23,7 @@ inline fs::path FixturePath(std::string_view relative) {
 }
 
 // A fresh folder under the system temp dir, removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() : path_(fs::temp_directory_path() / ("ckptbridge-safetensors-" + RandomHex(16))) {
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-
-  const fs::path& path() const { return path_; }
-  fs::path operator/(std::string_view name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using ScratchDir = ::ckptbridge::testing::TempDir;
 
 inline std::string LittleEndian64(uint64_t value) {
   std::string bytes(8, '\0');

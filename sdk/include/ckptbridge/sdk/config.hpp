@@ -14,12 +14,11 @@
 #define CKPTBRIDGE_SDK_CONFIG_HPP_
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "ckptbridge/plugin_abi.h"
 
@@ -62,10 +61,12 @@ class Config {
     if (v.is_number_float() && v.get<double>() == static_cast<double>(v.get<int64_t>())) {
       return v.get<int64_t>();
     }
-    Fail(CKB_INVALID_ARGUMENT, label_ + ": '" + std::string(key) + "' must be an integer, got " +
-                                   v.dump());
+    Fail(CKB_INVALID_ARGUMENT,
+         label_ + ": '" + std::string(key) + "' must be an integer, got " + v.dump());
   }
-  int64_t Int(std::string_view key, int64_t fallback) const { return Has(key) ? Int(key) : fallback; }
+  int64_t Int(std::string_view key, int64_t fallback) const {
+    return Has(key) ? Int(key) : fallback;
+  }
 
   // A positive integer (dimensions, counts).
   int64_t Dim(std::string_view key) const {

@@ -40,12 +40,11 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "ckptbridge/plugin_abi.h"
 #include "ckptbridge/sdk/config.hpp"
@@ -102,8 +101,7 @@ struct PluginDefinition {
   // The minimum host ABI minor this plugin needs.
   uint32_t abi_minor = 0;
   uint64_t flags = 0;
-  std::function<std::unique_ptr<Adapter>(std::string_view model_type, const Config& config)>
-      create;
+  std::function<std::unique_ptr<Adapter>(std::string_view model_type, const Config& config)> create;
   // The HF config.json of a MaxText model name; throw Error(CKB_NOT_FOUND)
   // for names you do not know. Optional.
   std::function<nlohmann::json(std::string_view model_name)> preset;
@@ -269,17 +267,15 @@ inline int32_t Create(ckb_str model_type, ckb_str config_json, ckb_adapter** out
   });
 }
 
-inline void Destroy(ckb_adapter* handle) noexcept {
-  delete reinterpret_cast<AdapterBox*>(handle);
-}
+inline void Destroy(ckb_adapter* handle) noexcept { delete reinterpret_cast<AdapterBox*>(handle); }
 
 inline int32_t EnumerateRules(const ckb_adapter* handle, ckb_str options_json,
                               const ckb_rule_sink* sink, const ckb_error_sink* err) noexcept {
   return Guard(err, [&] {
     if (!handle || !sink) Fail(CKB_INVALID_ARGUMENT, "enumerate_rules: null argument");
     RuleOptions options;
-    options.raw = options_json.size ? ParseJson(options_json, "rule options")
-                                    : nlohmann::json::object();
+    options.raw =
+        options_json.size ? ParseJson(options_json, "rule options") : nlohmann::json::object();
     if (!options.raw.is_object()) Fail(CKB_INVALID_ARGUMENT, "rule options: not a JSON object");
     options.direction = options.raw.value("direction", std::string("to_maxtext")) == "to_hf"
                             ? Direction::kToHf
@@ -317,7 +313,8 @@ inline int32_t TranslateConfig(const ckb_adapter* handle, int32_t direction,
     } else if (direction == CKB_TO_HF) {
       EmitJson(out, adapter.HfConfig());
     } else {
-      Fail(CKB_INVALID_ARGUMENT, "translate_config: unknown direction " + std::to_string(direction));
+      Fail(CKB_INVALID_ARGUMENT,
+           "translate_config: unknown direction " + std::to_string(direction));
     }
   });
 }
@@ -411,10 +408,10 @@ inline const ckb_plugin_descriptor* Entry(const ckb_host_api* host, const ckb_er
 
 // Emits the plugin's one exported symbol. `describe` is a function returning
 // sdk::PluginDefinition. Use once per plugin, at namespace scope.
-#define CKPTBRIDGE_PLUGIN(describe)                                                          \
-  extern "C" __attribute__((visibility("default"))) const ckb_plugin_descriptor*           \
-  ckptbridge_plugin_entry_v1(const ckb_host_api* host, const ckb_error_sink* err) {         \
-    return ::ckptbridge::sdk::internal::Entry(host, err, &describe);                         \
+#define CKPTBRIDGE_PLUGIN(describe)                                                 \
+  extern "C" __attribute__((visibility("default"))) const ckb_plugin_descriptor*    \
+  ckptbridge_plugin_entry_v1(const ckb_host_api* host, const ckb_error_sink* err) { \
+    return ::ckptbridge::sdk::internal::Entry(host, err, &describe);                \
   }
 
 #endif  // CKPTBRIDGE_SDK_PLUGIN_HPP_

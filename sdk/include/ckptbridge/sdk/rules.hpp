@@ -230,9 +230,11 @@ class Rule {
               [](const StackAxis& a, const StackAxis& b) { return a.mt_axis < b.mt_axis; });
     const bool has_axes = !full.axes.empty();
     for (const StackAxis& s : by_axis) {
-      const auto at = static_cast<size_t>(std::clamp<int64_t>(s.mt_axis, 0, static_cast<int64_t>(full.dims.size())));
+      const auto at = static_cast<size_t>(
+          std::clamp<int64_t>(s.mt_axis, 0, static_cast<int64_t>(full.dims.size())));
       full.dims.insert(full.dims.begin() + static_cast<std::ptrdiff_t>(at), s.count);
-      if (has_axes) full.axes.insert(full.axes.begin() + static_cast<std::ptrdiff_t>(at), s.meaning);
+      if (has_axes)
+        full.axes.insert(full.axes.begin() + static_cast<std::ptrdiff_t>(at), s.meaning);
     }
     return full;
   }
