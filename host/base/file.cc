@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <random>
 #include <system_error>
@@ -66,6 +67,14 @@ void MappedFile::WillNeed(size_t offset, size_t length) const {
   const size_t start = offset / page * page;
   const size_t end = std::min(size_, offset + length);
   ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_WILLNEED);
+}
+
+void MappedFile::DontNeed(size_t offset, size_t length) const {
+  if (!data_ || offset >= size_) return;
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t start = offset / page * page;
+  const size_t end = std::min(size_, offset + length);
+  ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_DONTNEED);
 }
 
 Result<std::string> ReadFile(const fs::path& path) {

@@ -38,6 +38,11 @@ class MappedFile {
 
   // Tells the kernel we will read [offset, offset+length) soon (MADV_WILLNEED).
   void WillNeed(size_t offset, size_t length) const;
+  // Tells the kernel we are done with [offset, offset+length) (MADV_DONTNEED):
+  // the pages leave this process's resident set (they stay in the page cache
+  // and are read again if touched), so reading a whole model through the map
+  // does not grow the RSS with the model.
+  void DontNeed(size_t offset, size_t length) const;
 
  private:
   fs::path path_;

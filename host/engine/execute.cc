@@ -167,6 +167,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
         const size_t bytes = t->info->num_bytes();
         aligned.emplace_back((bytes + 7) / 8);
         std::memcpy(aligned.back().data(), t->file->Data(*t->info), bytes);
+        t->file->Release(*t->info);
         inputs.push_back({hf.dtype, hf.shape, aligned.back().data()});
       }
       Tensor out;
@@ -182,6 +183,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
         const safetensors::CheckpointTensor* t = source.Find(hf.name);
         if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
         CKB_ASSIGN_OR_RETURN(Tensor tensor, Widen(hf.dtype, t->file->Data(*t->info), hf.shape));
+        t->file->Release(*t->info);
         tensors.push_back(std::move(tensor));
       }
     }

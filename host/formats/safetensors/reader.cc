@@ -341,6 +341,10 @@ const TensorInfo* File::Find(std::string_view name) const {
                                 [](const TensorInfo& t) -> std::string_view { return t.name; });
 }
 
+void File::Release(const TensorInfo& tensor) const {
+  mapped_.DontNeed(data_offset() + tensor.begin, tensor.num_bytes());
+}
+
 void File::Prefetch(const TensorInfo& tensor) const {
   mapped_.WillNeed(data_offset() + tensor.begin, tensor.num_bytes());
 }

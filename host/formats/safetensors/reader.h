@@ -93,6 +93,9 @@ class File {
   }
   // Hints the kernel to read the tensor's pages ahead.
   void Prefetch(const TensorInfo& tensor) const;
+  // Drops the tensor's pages from this process's resident set once it has
+  // been read (they are read again if touched). Data() stays valid.
+  void Release(const TensorInfo& tensor) const;
 
  private:
   MappedFile mapped_;
