@@ -118,6 +118,24 @@ TEST(CustomPluginConversionTest, EveryOpKindLandsWhereTheRulesSay) {
   EXPECT_FALSE(fs::exists(tmp / "hf"));
 }
 
+TEST(CustomPluginConversionTest, AFailureWhileWritingLeavesNothing) {
+  // The custom transform refuses non-f32 inputs, so the run fails midway,
+  // after other slices have been written to the staging directory.
+  TempDir tmp;
+  testing::WriteHfCheckpoint(tmp / "src", {{"model_type", "test_a"}, {"num_layers", 2}},
+                             TestfamTensors(), DType::kBF16, /*seed=*/5);
+  testing::CliRun run = RunCli({"convert", "--to", "maxtext", "--quiet", "--plugin",
+                                kPlugin.string(), (tmp / "src").string(), (tmp / "mt").string()});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_NE(run.err.find("plugin 'testfam': custom transform 7: input 0 has dtype 11, expected f32"),
+            std::string::npos)
+      << run.err;
+  EXPECT_FALSE(fs::exists(tmp / "mt"));
+  for (const auto& entry : fs::directory_iterator(tmp.path())) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp-ckptbridge-"), std::string::npos);
+  }
+}
+
 TEST(CustomPluginConversionTest, PluginFileThatDoesNotLoadIsFatal) {
   TempDir tmp;
   testing::CliRun run =
