@@ -1,19 +1,17 @@
 // Interrupting a conversion: the real binary, a real SIGINT/SIGTERM sent while
 // it writes. Whatever happens, the destination must not exist afterwards and
 // no staging directory may be left behind.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/testing/testing.h"
 
@@ -38,12 +36,12 @@ TEST_P(InterruptTest, LeavesNothingAtTheDestination) {
   const int signal_number = GetParam();
   testing::TempDir tmp;
   // About 40 MiB in 40 layers: enough slices that the signal lands mid-run.
-  const json config = {{"model_type", "llama"},          {"vocab_size", 8000},
-                       {"hidden_size", 256},             {"intermediate_size", 704},
-                       {"num_hidden_layers", 40},        {"num_attention_heads", 4},
-                       {"num_key_value_heads", 2},       {"tie_word_embeddings", false}};
-  testing::WriteHfCheckpoint(tmp / "src", config, testing::LlamaFamilyTensors(config),
-                             DType::kBF16, /*seed=*/11);
+  const json config = {{"model_type", "llama"},    {"vocab_size", 8000},
+                       {"hidden_size", 256},       {"intermediate_size", 704},
+                       {"num_hidden_layers", 40},  {"num_attention_heads", 4},
+                       {"num_key_value_heads", 2}, {"tie_word_embeddings", false}};
+  testing::WriteHfCheckpoint(tmp / "src", config, testing::LlamaFamilyTensors(config), DType::kBF16,
+                             /*seed=*/11);
   const fs::path dst = tmp / "mt";
   const fs::path log = tmp / "stderr.txt";
 

@@ -306,6 +306,75 @@ INSTANTIATE_TEST_SUITE_P(ScannedAndUnscanned, MixtralTest, ::testing::Bool(),
                            return info.param ? "scanned" : "unscanned";
                          });
 
+// Generated Llama-family configs the real fixtures do not cover: tied
+// embeddings (no lm_head at all), a head_dim whose 1/sqrt is not a power of
+// two (so bf16 storage rounds the query), and a config without head_dim.
+struct GeneratedCase {
+  std::string name;
+  json config;
+};
+
+class GeneratedLlamaTest : public ::testing::TestWithParam<GeneratedCase> {};
+
+TEST_P(GeneratedLlamaTest, MappingAndRoundTrip) {
+  const json& config = GetParam().config;
+  TempDir tmp;
+  testing::WriteHfCheckpoint(tmp / "src", config, testing::LlamaFamilyTensors(config), DType::kBF16,
+                             /*seed=*/21);
+  for (const bool scan : {true, false}) {
+    for (const std::string dtype : {"bfloat16", "float32"}) {
+      const std::string mt = "mt-" + std::to_string(scan) + dtype;
+      CliRun run = RunCli({"convert", "--to", "maxtext", "--quiet", "--save-dtype", dtype,
+                           scan ? "--scan-layers" : "--no-scan-layers", (tmp / "src").string(),
+                           (tmp / mt).string()});
+      ASSERT_EQ(run.exit_code, 0) << run.err;
+      ExpectSameTensors(ExpectedMaxText(testing::ReadHf(tmp / "src"), config, scan,
+                                        dtype == "float32" ? DType::kF32 : DType::kBF16),
+                        testing::ReadOrbax(tmp / mt));
+      CliRun back = RunCli(
+          {"convert", "--to", "hf", "--quiet", (tmp / mt).string(), (tmp / (mt + "-hf")).string()});
+      ASSERT_EQ(back.exit_code, 0) << back.err;
+      const auto source = testing::ReadHfBytes(tmp / "src");
+      const auto result = testing::ReadHfBytes(tmp / (mt + "-hf"));
+      if (dtype == "float32") {
+        EXPECT_EQ(result, source);  // lossless through f32
+      } else {
+        // Through bf16 only the query may differ (scaled, rounded, unscaled).
+        for (const auto& [name, bytes] : source) {
+          if (name.find("q_proj") == std::string::npos) {
+            EXPECT_EQ(result.at(name), bytes) << name;
+          }
+        }
+      }
+      EXPECT_EQ(result.count("lm_head.weight"), source.count("lm_head.weight"));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, GeneratedLlamaTest,
+    ::testing::Values(GeneratedCase{"tied_llama32",
+                                    {{"model_type", "llama"},
+                                     {"vocab_size", 40},
+                                     {"hidden_size", 24},
+                                     {"intermediate_size", 40},
+                                     {"num_hidden_layers", 2},
+                                     {"num_attention_heads", 3},
+                                     {"num_key_value_heads", 1},
+                                     {"head_dim", 8},
+                                     {"tie_word_embeddings", true},
+                                     {"rope_scaling",
+                                      {{"rope_type", "llama3"}, {"factor", 32.0}}}}},
+                      GeneratedCase{"llama2_no_head_dim",
+                                    {{"model_type", "llama"},
+                                     {"vocab_size", 32},
+                                     {"hidden_size", 48},
+                                     {"intermediate_size", 64},
+                                     {"num_hidden_layers", 3},
+                                     {"num_attention_heads", 4},
+                                     {"tie_word_embeddings", false}}}),
+    [](const ::testing::TestParamInfo<GeneratedCase>& info) { return info.param.name; });
+
 TEST(LlamaRopeTest, Llama31RopeScalingInterleavesQueryAndKey) {
   // The MLX tiny llama3 carries rope_scaling llama3: MaxText's Llama 3.1
   // rotary embedding wants adjacent pairs. A config without it must not be

@@ -127,8 +127,9 @@ TEST(CustomPluginConversionTest, AFailureWhileWritingLeavesNothing) {
   testing::CliRun run = RunCli({"convert", "--to", "maxtext", "--quiet", "--plugin",
                                 kPlugin.string(), (tmp / "src").string(), (tmp / "mt").string()});
   EXPECT_EQ(run.exit_code, 2);
-  EXPECT_NE(run.err.find("plugin 'testfam': custom transform 7: input 0 has dtype 11, expected f32"),
-            std::string::npos)
+  EXPECT_NE(
+      run.err.find("plugin 'testfam': custom transform 7: input 0 has dtype 11, expected f32"),
+      std::string::npos)
       << run.err;
   EXPECT_FALSE(fs::exists(tmp / "mt"));
   for (const auto& entry : fs::directory_iterator(tmp.path())) {
