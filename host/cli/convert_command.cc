@@ -100,6 +100,12 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
        "folder recorded in the checkpoint, if it still exists)")
       ("family", po::value<std::string>()->value_name("PLUGIN"),
        "Use this plugin (by name) instead of choosing from config.json")
+      ("multimodal", po::bool_switch(),
+       "Also convert vision towers and projectors, for families that have them (without it "
+       "they are skipped, with a note)")
+      ("mtp", po::bool_switch(),
+       "Also convert multi-token-prediction layers, for families whose plugin maps them "
+       "(without it they are skipped, with a note)")
       ("overwrite", po::bool_switch(), "Replace DESTINATION if it exists (at the very end)")
       ("threads", po::value<int>()->value_name("N")->default_value(0),
        "Worker threads; 0 uses every core")
@@ -159,6 +165,8 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
   if (vars.count("tokenizer")) convert.tokenizer_dir = vars["tokenizer"].as<std::string>();
   if (vars.count("family")) convert.family = vars["family"].as<std::string>();
   convert.overwrite = vars["overwrite"].as<bool>();
+  if (vars["multimodal"].as<bool>()) convert.plugin_options["multimodal"] = true;
+  if (vars["mtp"].as<bool>()) convert.plugin_options["mtp"] = true;
   convert.threads = vars["threads"].as<int>();
   if (convert.threads < 0) return usage("--threads must be 0 or more");
   const bool quiet = vars["quiet"].as<bool>();

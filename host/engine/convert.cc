@@ -81,9 +81,10 @@ ConvertSummary Summarize(const LoadedPlugin& plugin, const std::string& model_ty
   return summary;
 }
 
-std::string RuleOptions(Direction direction, bool scan_layers) {
-  json options = {{"direction", direction == Direction::kToHf ? "to_hf" : "to_maxtext"},
-                  {"scan_layers", scan_layers}};
+std::string RuleOptions(const ConvertOptions& convert, bool scan_layers) {
+  json options = convert.plugin_options.is_object() ? convert.plugin_options : json::object();
+  options["direction"] = convert.direction == Direction::kToHf ? "to_hf" : "to_maxtext";
+  options["scan_layers"] = scan_layers;
   return options.dump();
 }
 
@@ -119,7 +120,7 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<Adapter> adapter,
                        Adapter::Create(*plugin, model_type, hf_config.dump()));
   const bool scan = options.scan_layers.value_or(true);
-  CKB_ASSIGN_OR_RETURN(RuleSet rules, adapter->Rules(RuleOptions(Direction::kToMaxText, scan)));
+  CKB_ASSIGN_OR_RETURN(RuleSet rules, adapter->Rules(RuleOptions(options, scan)));
   CKB_ASSIGN_OR_RETURN(std::string maxtext_text, adapter->TranslateConfig(CKB_TO_MAXTEXT));
   CKB_ASSIGN_OR_RETURN(json maxtext_config, ParseJsonText(maxtext_text, PluginLabel(*plugin)));
 
@@ -264,7 +265,7 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
                        SelectPlugin(plugins, hf_config, family, &model_type));
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<Adapter> adapter,
                        Adapter::Create(*plugin, model_type, hf_config.dump()));
-  CKB_ASSIGN_OR_RETURN(RuleSet rules, adapter->Rules(RuleOptions(Direction::kToHf, scan)));
+  CKB_ASSIGN_OR_RETURN(RuleSet rules, adapter->Rules(RuleOptions(options, scan)));
   CKB_ASSIGN_OR_RETURN(std::string config_text, adapter->TranslateConfig(CKB_TO_HF));
   CKB_ASSIGN_OR_RETURN(json out_config, ParseJsonText(config_text, PluginLabel(*plugin)));
 

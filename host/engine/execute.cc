@@ -162,7 +162,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       std::vector<std::vector<uint64_t>> aligned;
       for (size_t idx : unit.hf_tensors) {
         const HfTensor& hf = plan.hf_tensors[idx];
-        const safetensors::CheckpointTensor* t = source.Find(hf.name);
+        const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
         if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
         const size_t bytes = t->info->num_bytes();
         aligned.emplace_back((bytes + 7) / 8);
@@ -180,7 +180,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
     } else {
       for (size_t idx : unit.hf_tensors) {
         const HfTensor& hf = plan.hf_tensors[idx];
-        const safetensors::CheckpointTensor* t = source.Find(hf.name);
+        const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
         if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
         CKB_ASSIGN_OR_RETURN(Tensor tensor, Widen(hf.dtype, t->file->Data(*t->info), hf.shape));
         t->file->Release(*t->info);

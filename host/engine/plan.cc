@@ -137,6 +137,40 @@ Status CheckChainOutputs(const Chain& chain, const RuleShapes& shapes, std::stri
   return Status::Ok();
 }
 
+// The source tensors by the names the rules use: plugin renames applied.
+class RenamedSource {
+ public:
+  static Result<RenamedSource> Build(const RuleSet& rules, const safetensors::Checkpoint& source) {
+    RenamedSource index;
+    for (const safetensors::CheckpointTensor& t : source.tensors()) {
+      std::string name = t.info->name;
+      for (const RenameRule& rename : rules.renames) {
+        if (rename.side == CKB_SIDE_HF && name.rfind(rename.from_prefix, 0) == 0) {
+          name = rename.to_prefix + name.substr(rename.from_prefix.size());
+          break;
+        }
+      }
+      auto [it, inserted] = index.by_name_.emplace(name, &t);
+      if (!inserted) {
+        return InvalidArgument(source.path().string() + " has both '" + it->second->info->name +
+                               "' and '" + t.info->name + "', which name the same tensor '" + name +
+                               "'");
+      }
+    }
+    return index;
+  }
+  const safetensors::CheckpointTensor* Find(const std::string& name) const {
+    auto it = by_name_.find(name);
+    return it == by_name_.end() ? nullptr : it->second;
+  }
+  const std::map<std::string, const safetensors::CheckpointTensor*>& all() const {
+    return by_name_;
+  }
+
+ private:
+  std::map<std::string, const safetensors::CheckpointTensor*> by_name_;
+};
+
 }  // namespace
 
 std::string OrbaxName(std::string_view path) {
@@ -196,6 +230,7 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
   std::map<std::string, size_t> hf_index;
   std::set<std::string> mt_names;
   std::vector<std::string> missing;
+  CKB_ASSIGN_OR_RETURN(const RenamedSource renamed, RenamedSource::Build(rules, source));
 
   for (const Rule& rule : rules.rules) {
     const std::string label = RuleLabel(plugin_label, rule);
@@ -205,7 +240,7 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
       bool any = false;
       CKB_RETURN_IF_ERROR(ForEachSlice(shapes.counts, [&](const std::vector<int64_t>& slice) {
         for (const TensorDecl& in : rule.hf_inputs) {
-          any |= source.Find(ResolveTemplate(in.name, rule, slice)) != nullptr;
+          any |= renamed.Find(ResolveTemplate(in.name, rule, slice)) != nullptr;
         }
         return Status::Ok();
       }));
@@ -234,20 +269,20 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
       unit.slice = slice;
       for (const TensorDecl& in : rule.hf_inputs) {
         const std::string name = ResolveTemplate(in.name, rule, slice);
-        const safetensors::CheckpointTensor* t = source.Find(name);
+        const safetensors::CheckpointTensor* t = renamed.Find(name);
         if (!t) {
           missing.push_back(name);
           continue;
         }
         const std::string file = t->file->path().filename().string();
         if (t->info->shape != in.dims) {
-          return InvalidArgument(file + ": tensor '" + name + "' has shape " +
+          return InvalidArgument(file + ": tensor '" + t->info->name + "' has shape " +
                                  ShapeString(t->info->shape) + " but " + std::string(plugin_label) +
                                  " expects " + ShapeString(in.dims) +
                                  " from config.json (does config.json match the weights?)");
         }
         if (!custom && !IsFloating(t->info->dtype)) {
-          return InvalidArgument(file + ": tensor '" + name + "' has dtype " +
+          return InvalidArgument(file + ": tensor '" + t->info->name + "' has dtype " +
                                  std::string(SafetensorsName(t->info->dtype)) +
                                  " but floating-point weights are expected (quantized or packed "
                                  "checkpoints need their own plugin support)");
@@ -255,7 +290,7 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
         if (!first_source_dtype) first_source_dtype = t->info->dtype;
         auto [it, inserted] = hf_index.emplace(name, plan.hf_tensors.size());
         if (inserted) {
-          plan.hf_tensors.push_back({name, t->info->shape, t->info->dtype});
+          plan.hf_tensors.push_back({name, t->info->shape, t->info->dtype, t->info->name});
           plan.read_bytes += t->info->num_bytes();
         }
         unit.hf_tensors.push_back(it->second);
@@ -303,14 +338,17 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
   }
 
   std::vector<std::string> unmapped;
-  for (const safetensors::CheckpointTensor& t : source.tensors()) {
-    if (hf_index.count(t.info->name)) continue;
-    if (const IgnoreRule* ignore = FindIgnore(rules, CKB_SIDE_HF, t.info->name)) {
-      AddIgnored(plan.ignored, ignore->reason, t.info->name);
+  for (const auto& [name, t] : renamed.all()) {
+    if (hf_index.count(name)) continue;
+    const IgnoreRule* ignore = FindIgnore(rules, CKB_SIDE_HF, name);
+    if (!ignore) ignore = FindIgnore(rules, CKB_SIDE_HF, t->info->name);
+    if (ignore) {
+      AddIgnored(plan.ignored, ignore->reason, t->info->name);
     } else {
-      unmapped.push_back(t.info->name);
+      unmapped.push_back(t->info->name);
     }
   }
+  std::sort(unmapped.begin(), unmapped.end());
   if (!unmapped.empty()) {
     return InvalidArgument(source.path().string() + " has " + std::to_string(unmapped.size()) +
                            " tensor" + (unmapped.size() == 1 ? "" : "s") + " that " +

@@ -48,9 +48,12 @@ struct MtTensor {
 
 // An HF tensor: read (to MaxText) or written (to HF).
 struct HfTensor {
-  std::string name;
+  std::string name;  // as the rules name it
   Shape shape;
   DType dtype = DType::kInvalid;
+  // To MaxText: the name in the source checkpoint, when a plugin rename maps
+  // it to `name` (e.g. "language_model.model.x" read as "model.language_model.x").
+  std::string source_name;
 };
 
 // One rule, resolved.

@@ -32,6 +32,7 @@ constexpr size_t kStackV1Size =
     offsetof(ckb_stack_axis, hf_stride) + sizeof(ckb_stack_axis::hf_stride);
 constexpr size_t kOpV1Size = offsetof(ckb_op, size) + sizeof(ckb_op::size);
 constexpr size_t kIgnoreV1Size = offsetof(ckb_ignore, reason) + sizeof(ckb_ignore::reason);
+constexpr size_t kRenameV1Size = offsetof(ckb_rename, to_prefix) + sizeof(ckb_rename::to_prefix);
 
 // Bounds past which a count can only be garbage; checked before reading so a
 // corrupt struct fails with a message instead of reading far past its end.
@@ -54,7 +55,7 @@ struct CallError {
     self->set = true;
     if (message.data != nullptr) self->message.assign(message.data, message.size);
   }
-  ckb_error_sink Sink() { return ckb_error_sink{this, &CallError::Set}; }
+  ckb_error_sink Sink() { return ckb_error_sink{sizeof(ckb_error_sink), this, &CallError::Set}; }
 };
 
 struct TextCollector {
@@ -66,7 +67,7 @@ struct TextCollector {
     self->called = true;
     if (text.data != nullptr) self->text.append(text.data, text.size);
   }
-  ckb_text_sink Sink() { return ckb_text_sink{this, &TextCollector::Text}; }
+  ckb_text_sink Sink() { return ckb_text_sink{sizeof(ckb_text_sink), this, &TextCollector::Text}; }
 };
 
 // The host's code for a plugin status; the returned status decides, not the
@@ -283,7 +284,8 @@ Problem CopyOps(const ckb_rule& in, Rule& out) {
 class RuleCollector {
  public:
   ckb_rule_sink Sink() {
-    return ckb_rule_sink{this, &RuleCollector::OnRule, &RuleCollector::OnIgnore};
+    return ckb_rule_sink{sizeof(ckb_rule_sink), this, &RuleCollector::OnRule,
+                         &RuleCollector::OnIgnore, &RuleCollector::OnRename};
   }
 
   RuleSet& rules() { return rules_; }
@@ -316,6 +318,36 @@ class RuleCollector {
       return;
     }
     self->rules_.ignores.push_back(std::move(copy));
+  }
+
+  static void OnRename(void* ctx, const ckb_rename* rename) {
+    auto* self = static_cast<RuleCollector*>(ctx);
+    ++self->rename_count_;
+    if (self->problem_) return;
+    RenameRule copy;
+    if (Problem p = CopyRename(rename, copy)) {
+      self->problem_ = "rename entry " + std::to_string(self->rename_count_) + ": " + *p;
+      return;
+    }
+    self->rules_.renames.push_back(std::move(copy));
+  }
+
+  static Problem CopyRename(const ckb_rename* in, RenameRule& out) {
+    if (in == nullptr) return "is null";
+    if (in->struct_size < kRenameV1Size) {
+      return SizeProblem("it", "ckb_rename", in->struct_size, kRenameV1Size);
+    }
+    if (in->side != CKB_SIDE_HF) {
+      return "has side " + std::to_string(in->side) + "; only hf (" + std::to_string(CKB_SIDE_HF) +
+             ") names can be renamed";
+    }
+    out.side = in->side;
+    if (Problem p = CopyString(in->from_prefix, "from_prefix", out.from_prefix)) return p;
+    if (Problem p = CopyString(in->to_prefix, "to_prefix", out.to_prefix)) return p;
+    if (out.from_prefix.empty() || out.from_prefix == out.to_prefix) {
+      return "renames '" + out.from_prefix + "' to '" + out.to_prefix + "'";
+    }
+    return std::nullopt;
   }
 
   static Problem CopyRule(const ckb_rule* in, Rule& out) {
@@ -355,6 +387,7 @@ class RuleCollector {
   Problem problem_;
   size_t rule_count_ = 0;
   size_t ignore_count_ = 0;
+  size_t rename_count_ = 0;
 };
 
 const ckb_plugin_vtable_v1* Vtable(const LoadedPlugin& plugin) {

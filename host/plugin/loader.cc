@@ -162,7 +162,7 @@ struct EntryError {
     self->code = code;
     if (message.data != nullptr) self->message.assign(message.data, message.size);
   }
-  ckb_error_sink Sink() { return ckb_error_sink{this, &EntryError::Set}; }
+  ckb_error_sink Sink() { return ckb_error_sink{sizeof(ckb_error_sink), this, &EntryError::Set}; }
 };
 
 // --- Descriptor validation ----------------------------------------------------

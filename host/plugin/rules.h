@@ -85,9 +85,17 @@ struct IgnoreRule {
   std::string reason;
 };
 
+// Source tensors named `from_prefix...` are read as `to_prefix...`.
+struct RenameRule {
+  int32_t side = CKB_SIDE_HF;
+  std::string from_prefix;
+  std::string to_prefix;
+};
+
 struct RuleSet {
   std::vector<Rule> rules;
   std::vector<IgnoreRule> ignores;
+  std::vector<RenameRule> renames;
 };
 
 }  // namespace ckptbridge

@@ -23,7 +23,8 @@ const fs::path kPlugin =
     fs::path(CKPTBRIDGE_BINARY_DIR) / "tests" / "plugins" / "good" / "libckptbridge_test_good.so";
 
 std::vector<testing::HfTensorSpec> TestfamTensors() {
-  std::vector<testing::HfTensorSpec> t = {{"model.embed_tokens.weight", {16, 8}},
+  // The embedding under the alternative prefix the plugin renames.
+  std::vector<testing::HfTensorSpec> t = {{"orig.embed_tokens.weight", {16, 8}},
                                           {"lm_head.weight", {16, 8}},
                                           {"model.fp8.weight", {2, 2}},
                                           {"model.fp8.weight_scale_inv", {1, 1}}};
@@ -58,7 +59,8 @@ TEST(CustomPluginConversionTest, EveryOpKindLandsWhereTheRulesSay) {
     return mt.at("params.params." + n);
   };
 
-  EXPECT_EQ(m("token_embedder.embedding").data, h("model.embed_tokens.weight"));
+  // Read through the plugin's rename: orig.* is model.*.
+  EXPECT_EQ(m("token_embedder.embedding").data, h("orig.embed_tokens.weight"));
 
   // query [8, L, 2, 4]: transpose, split heads, scale 0.5.
   const auto& query = m("decoder.layers.self_attention.query.kernel");
@@ -116,6 +118,21 @@ TEST(CustomPluginConversionTest, EveryOpKindLandsWhereTheRulesSay) {
       std::string::npos)
       << back.err;
   EXPECT_FALSE(fs::exists(tmp / "hf"));
+}
+
+TEST(CustomPluginConversionTest, BothNamesOfOneTensorAreRefused) {
+  TempDir tmp;
+  std::vector<testing::HfTensorSpec> tensors = TestfamTensors();
+  tensors.push_back({"model.embed_tokens.weight", {16, 8}});
+  testing::WriteHfCheckpoint(tmp / "src", {{"model_type", "test_a"}, {"num_layers", 2}}, tensors,
+                             DType::kF32, /*seed=*/3);
+  testing::CliRun run = RunCli({"convert", "--to", "maxtext", "--plugin", kPlugin.string(),
+                                (tmp / "src").string(), (tmp / "mt").string()});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_NE(run.err.find("has both 'model.embed_tokens.weight' and 'orig.embed_tokens.weight', "
+                         "which name the same tensor 'model.embed_tokens.weight'"),
+            std::string::npos)
+      << run.err;
 }
 
 TEST(CustomPluginConversionTest, AFailureWhileWritingLeavesNothing) {

@@ -210,6 +210,10 @@ TEST(PluginAdapterTest, RulesAreCopiedFieldByField) {
   EXPECT_EQ(set.ignores[1].side, CKB_SIDE_MAXTEXT);
   EXPECT_EQ(set.ignores[1].pattern, "decoder.mtp.*");
   EXPECT_EQ(set.ignores[1].reason, "");
+  ASSERT_EQ(set.renames.size(), 1u);
+  EXPECT_EQ(set.renames[0].side, CKB_SIDE_HF);
+  EXPECT_EQ(set.renames[0].from_prefix, "orig.");
+  EXPECT_EQ(set.renames[0].to_prefix, "model.");
 }
 
 struct BadRulesCase {
@@ -263,6 +267,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadRulesCase{
             "ignore_side", StatusCode::kInternal,
             "plugin 'testfam': ignore entry 1: has side 7, expected hf (0) or maxtext (1)"},
+        BadRulesCase{"rename_side", StatusCode::kInternal,
+                     "plugin 'testfam': rename entry 1: has side 1; only hf (0) names can be "
+                     "renamed"},
+        BadRulesCase{"rename_empty", StatusCode::kInternal,
+                     "plugin 'testfam': rename entry 1: renames '' to 'b.'"},
         BadRulesCase{"fail", StatusCode::kUnsupported,
                      "plugin 'testfam': scan_layers=false is not supported"},
         BadRulesCase{"fail_silently", StatusCode::kInternal,

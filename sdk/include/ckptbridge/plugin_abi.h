@@ -90,6 +90,7 @@ enum {
  * in the house style (lowercase, no trailing period, naming the offending key
  * or shape). The host copies the text during the call. */
 typedef struct ckb_error_sink {
+  uint32_t struct_size;
   void* ctx;
   void (*set)(void* ctx, int32_t code, ckb_str message);
 } ckb_error_sink;
@@ -248,15 +249,33 @@ typedef struct ckb_ignore {
   ckb_str reason;
 } ckb_ignore;
 
-/* Receives the rule set. The pointers are valid only during each call. */
+/* Alternative names. Some checkpoints of a family name their tensors
+ * differently from what the rules use (Gemma3's released files say
+ * `language_model.model.` where transformers says `model.language_model.`).
+ * A source tensor whose name starts with `from_prefix` is read as if it
+ * started with `to_prefix` instead; outputs always use the rules' names. */
+typedef struct ckb_rename {
+  uint32_t struct_size;
+  int32_t side; /* CKB_SIDE_HF */
+  ckb_str from_prefix;
+  ckb_str to_prefix;
+} ckb_rename;
+
+/* Receives the rule set. The pointers are valid only during each call. A
+ * plugin calls a callback only if `struct_size` covers it and it is not NULL
+ * (an older host may not have it). */
 typedef struct ckb_rule_sink {
+  uint32_t struct_size;
   void* ctx;
   void (*rule)(void* ctx, const ckb_rule* rule);
   void (*ignore)(void* ctx, const ckb_ignore* ignore);
+  void (*rename)(void* ctx, const ckb_rename* rename);
 } ckb_rule_sink;
 
-/* Receives a string result (JSON text). Valid only during the call. */
+/* Receives a string result (JSON text), possibly in several pieces that the
+ * host concatenates. Valid only during the call. */
 typedef struct ckb_text_sink {
+  uint32_t struct_size;
   void* ctx;
   void (*text)(void* ctx, ckb_str text);
 } ckb_text_sink;
@@ -280,7 +299,9 @@ typedef struct ckb_plugin_vtable_v1 {
   /* The rules for one conversion. `options_json` is a JSON object; keys the
    * plugin does not know are ignored. Keys defined in ABI 1.0:
    *   "direction":   "to_maxtext" | "to_hf"
-   *   "scan_layers": true | false */
+   *   "scan_layers": true | false
+   *   "multimodal":  true | false  (convert vision towers too; default false)
+   *   "mtp":         true | false  (convert multi-token-prediction layers; default false) */
   int32_t (*enumerate_rules)(const ckb_adapter* adapter, ckb_str options_json,
                              const ckb_rule_sink* sink, const ckb_error_sink* err);
 

@@ -191,6 +191,14 @@ void EmitBadRule(const std::string& which, const ckb_rule_sink* sink) {
     ckb_ignore ignore{sizeof(ckb_ignore), 7, S("model.*"), S("")};
     sink->ignore(sink->ctx, &ignore);
     return;
+  } else if (which == "rename_side") {
+    ckb_rename rename{sizeof(ckb_rename), CKB_SIDE_MAXTEXT, S("a."), S("b.")};
+    sink->rename(sink->ctx, &rename);
+    return;
+  } else if (which == "rename_empty") {
+    ckb_rename rename{sizeof(ckb_rename), CKB_SIDE_HF, S(""), S("b.")};
+    sink->rename(sink->ctx, &rename);
+    return;
   }
   Emit(sink, parts);
 }
@@ -349,6 +357,9 @@ int32_t EnumerateRules(const ckb_adapter* adapter, ckb_str options_json, const c
   ckb_ignore mtp{sizeof(ckb_ignore), CKB_SIDE_MAXTEXT, S("decoder.mtp.*"), S("")};
   sink->ignore(sink->ctx, &inv_freq);
   sink->ignore(sink->ctx, &mtp);
+  // Released checkpoints of this made-up family say "orig." for "model.".
+  ckb_rename orig{sizeof(ckb_rename), CKB_SIDE_HF, S("orig."), S("model.")};
+  sink->rename(sink->ctx, &orig);
   return CKB_OK;
 }
 

@@ -114,8 +114,15 @@ inline std::string_view View(ckb_str s) {
   return s.data ? std::string_view(s.data, s.size) : std::string_view();
 }
 
+// Whether a host struct is large enough to hold `field` (older hosts pass
+// smaller structs; newer fields are then absent).
+#define CKPTBRIDGE_SDK_HAS_FIELD(ptr, type, field) \
+  ((ptr) && (ptr)->struct_size >= offsetof(type, field) + sizeof(((type*)nullptr)->field))
+
 inline void Report(const ckb_error_sink* err, int32_t code, const std::string& message) {
-  if (err && err->set) err->set(err->ctx, code, ckb_str{message.data(), message.size()});
+  if (CKPTBRIDGE_SDK_HAS_FIELD(err, ckb_error_sink, set) && err->set) {
+    err->set(err->ctx, code, ckb_str{message.data(), message.size()});
+  }
 }
 
 // Runs `fn`, turning every exception into a status and a message.
@@ -285,7 +292,9 @@ inline int32_t EnumerateRules(const ckb_adapter* handle, ckb_str options_json,
     Unbox(handle).Rules(options, rules);
     for (const Rule& rule : rules.rules()) {
       RuleMarshal marshal(rule);
-      if (sink->rule) sink->rule(sink->ctx, marshal.get());
+      if (CKPTBRIDGE_SDK_HAS_FIELD(sink, ckb_rule_sink, rule) && sink->rule) {
+        sink->rule(sink->ctx, marshal.get());
+      }
     }
     for (const Ignore& ignore : rules.ignores()) {
       ckb_ignore c{};
@@ -293,14 +302,30 @@ inline int32_t EnumerateRules(const ckb_adapter* handle, ckb_str options_json,
       c.side = static_cast<int32_t>(ignore.side);
       c.pattern = Str(ignore.pattern);
       c.reason = Str(ignore.reason);
-      if (sink->ignore) sink->ignore(sink->ctx, &c);
+      if (CKPTBRIDGE_SDK_HAS_FIELD(sink, ckb_rule_sink, ignore) && sink->ignore) {
+        sink->ignore(sink->ctx, &c);
+      }
+    }
+    for (const auto& [from, to] : rules.renames()) {
+      if (!CKPTBRIDGE_SDK_HAS_FIELD(sink, ckb_rule_sink, rename) || !sink->rename) {
+        Fail(CKB_UNSUPPORTED,
+             "this host cannot read tensors named '" + from + "...'; upgrade ckptbridge");
+      }
+      ckb_rename c{};
+      c.struct_size = sizeof(ckb_rename);
+      c.side = CKB_SIDE_HF;
+      c.from_prefix = Str(from);
+      c.to_prefix = Str(to);
+      sink->rename(sink->ctx, &c);
     }
   });
 }
 
 inline void EmitJson(const ckb_text_sink* out, const nlohmann::json& json) {
   const std::string text = json.dump(2);
-  if (out && out->text) out->text(out->ctx, ckb_str{text.data(), text.size()});
+  if (CKPTBRIDGE_SDK_HAS_FIELD(out, ckb_text_sink, text) && out->text) {
+    out->text(out->ctx, ckb_str{text.data(), text.size()});
+  }
 }
 
 inline int32_t TranslateConfig(const ckb_adapter* handle, int32_t direction,

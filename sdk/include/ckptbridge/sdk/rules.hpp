@@ -268,12 +268,20 @@ class RuleSet {
     ignores_.push_back({side, std::move(pattern), std::move(reason)});
   }
 
+  // HF source tensors named `from_prefix...` are read as `to_prefix...`,
+  // the names the rules use (checkpoints of one family named two ways).
+  void Rename(std::string from_prefix, std::string to_prefix) {
+    renames_.push_back({std::move(from_prefix), std::move(to_prefix)});
+  }
+
   const std::vector<Rule>& rules() const { return rules_; }
   const std::vector<sdk::Ignore>& ignores() const { return ignores_; }
+  const std::vector<std::pair<std::string, std::string>>& renames() const { return renames_; }
 
  private:
   std::vector<Rule> rules_;
   std::vector<sdk::Ignore> ignores_;
+  std::vector<std::pair<std::string, std::string>> renames_;
 };
 
 }  // namespace ckptbridge::sdk
