@@ -456,7 +456,7 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
             static_cast<uint64_t>(NumElementsUnchecked(in.dims)) * DTypeSize(out_dtype);
         plan.write_bytes += bytes;
         unit.bytes += bytes;
-        plan.hf_tensors.push_back({std::move(name), in.dims, out_dtype});
+        plan.hf_tensors.push_back({std::move(name), in.dims, out_dtype, ""});
       }
       plan.units.push_back(std::move(unit));
       return Status::Ok();
