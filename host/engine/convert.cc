@@ -6,6 +6,7 @@
 
 #include "host/base/file.h"
 #include "host/base/version.h"
+#include "host/engine/maxtext_tree.h"
 #include "host/engine/staging.h"
 #include "host/formats/orbax/checkpoint.h"
 #include "host/formats/safetensors/reader.h"
@@ -171,15 +172,6 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   return Summarize(*plugin, model_type, scan, plan, staged.destination());
 }
 
-// Whether the arrays of an item look scanned: MaxText names unscanned layers
-// `layers_<i>` and scanned ones `layers`.
-bool LooksScanned(const orbax::ItemReader& item) {
-  for (const auto& array : item.arrays()) {
-    if (array.leaf->name().find(".layers_") != std::string::npos) return false;
-  }
-  return true;
-}
-
 Status CopyTokenizerFiles(const fs::path& from, const fs::path& to,
                           const ConvertObserver& observer) {
   std::vector<std::string> copied;
@@ -257,7 +249,8 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
     }
     scan = *recorded_scan;
   } else {
-    scan = options.scan_layers.value_or(LooksScanned(*item));
+    CKB_ASSIGN_OR_RETURN(const MaxTextTree tree, MaxTextTree::Build(*item));
+    scan = options.scan_layers.value_or(tree.LooksScanned());
   }
 
   std::string model_type;

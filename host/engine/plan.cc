@@ -7,6 +7,7 @@
 #include <set>
 
 #include "host/base/numeric.h"
+#include "host/engine/maxtext_tree.h"
 
 namespace ckptbridge::engine {
 namespace {
@@ -366,6 +367,7 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
   std::set<std::string> hf_names;
   std::vector<std::string> missing;
   const std::string item = source.location().item_dir.string();
+  CKB_ASSIGN_OR_RETURN(const MaxTextTree tree, MaxTextTree::Build(source));
 
   for (const Rule& rule : rules.rules) {
     const std::string label = RuleLabel(plugin_label, rule);
@@ -374,13 +376,13 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
     std::vector<const orbax::ItemReader::ArrayEntry*> arrays;
     size_t found = 0;
     for (const TensorDecl& out : rule.mt_outputs) {
-      arrays.push_back(source.Find(OrbaxName(out.name)));
+      arrays.push_back(tree.Find(out.name));
       found += arrays.back() != nullptr;
     }
     if (found == 0 && rule.optional()) continue;
     if (found < arrays.size()) {
       for (size_t i = 0; i < arrays.size(); ++i) {
-        if (!arrays[i]) missing.push_back(OrbaxName(rule.mt_outputs[i].name));
+        if (!arrays[i]) missing.push_back(rule.mt_outputs[i].name);
       }
       continue;
     }
@@ -406,7 +408,7 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
     for (size_t i = 0; i < rule.mt_outputs.size(); ++i) {
       const TensorDecl& out = rule.mt_outputs[i];
       const orbax::ItemReader::ArrayEntry& array = *arrays[i];
-      const std::string name = OrbaxName(out.name);
+      const std::string name = array.leaf->name();
       if (array.metadata.shape != out.dims) {
         return InvalidArgument(item + ": array '" + name + "' has shape " +
                                ShapeString(array.metadata.shape) + " but " +
@@ -466,28 +468,25 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
   }
 
   if (!missing.empty()) {
-    return NotFound(item + " lacks " + std::to_string(missing.size()) + " array" +
+    return NotFound(item + " lacks " + std::to_string(missing.size()) + " parameter" +
                     (missing.size() == 1 ? "" : "s") + " that " + std::string(plugin_label) +
                     " needs: " + ListNames(missing) +
                     " (is the checkpoint scanned as --scan-layers says, and of this model?)");
   }
 
   std::vector<std::string> unmapped;
-  for (const orbax::ItemReader::ArrayEntry& array : source.arrays()) {
-    const std::string name = array.leaf->name();
-    if (mt_index.count(name)) continue;
-    if (name.rfind(kOrbaxParamsPrefix, 0) != 0) {
-      // MaxText's TrainState: the step counter is expected; optimizer state
-      // is worth a note, since it is dropped.
-      if (name != "step") AddIgnored(plan.ignored, "training state, not a model parameter", name);
-      continue;
-    }
-    const std::string path = name.substr(kOrbaxParamsPrefix.size());
+  for (const auto& [path, array] : tree.params()) {
+    if (mt_index.count(array->leaf->name())) continue;
     if (const IgnoreRule* ignore = FindIgnore(rules, CKB_SIDE_MAXTEXT, path)) {
-      AddIgnored(plan.ignored, ignore->reason, name);
+      AddIgnored(plan.ignored, ignore->reason, array->leaf->name());
     } else {
-      unmapped.push_back(name);
+      unmapped.push_back(array->leaf->name());
     }
+  }
+  for (const std::string& name : tree.training_state()) {
+    // The step counter is expected; optimizer state is worth a note, since
+    // it is dropped.
+    if (name != "step") AddIgnored(plan.ignored, "training state, not a model parameter", name);
   }
   if (!unmapped.empty()) {
     return InvalidArgument(item + " has " + std::to_string(unmapped.size()) + " array" +
