@@ -18,6 +18,9 @@ Commands:
   convert   Convert a checkpoint: HF safetensors -> MaxText Orbax (--to maxtext),
             or MaxText Orbax -> HF safetensors (--to hf)
   inspect   List every tensor of an HF folder or an Orbax checkpoint
+  strip     Write an inference checkpoint (parameters only) from a MaxText
+            training checkpoint
+  restack   Turn a scanned MaxText checkpoint into an unscanned one, or back
   plugins   List the model-family plugins found, with their versions and presets
   help      Show the help of a command: ckptbridge help convert
 
@@ -59,6 +62,29 @@ Result<PluginRegistry> DiscoverPlugins(const po::variables_map& vars) {
       options.plugin_dirs.push_back(d);
   }
   return PluginRegistry::Discover(options);
+}
+
+namespace {
+extern "C" void OnSignal(int) { CancelFlag().store(true); }
+}  // namespace
+
+std::atomic<bool>& CancelFlag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+SignalScope::SignalScope() {
+  CancelFlag().store(false);
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, &old_int_);
+  sigaction(SIGTERM, &action, &old_term_);
+}
+
+SignalScope::~SignalScope() {
+  sigaction(SIGINT, &old_int_, nullptr);
+  sigaction(SIGTERM, &old_term_, nullptr);
 }
 
 int ReportError(std::ostream& err, const std::string& command, const Status& status) {
@@ -106,6 +132,8 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
   if (command == "convert") return RunConvertCommand(rest, out, err);
   if (command == "inspect") return RunInspectCommand(rest, out, err);
   if (command == "plugins") return RunPluginsCommand(rest, out, err);
+  if (command == "strip") return RunStripCommand(rest, out, err);
+  if (command == "restack") return RunRestackCommand(rest, out, err);
   err << "ckptbridge: unknown command '" << command << "'\n\n" << kUsage;
   return 2;
 }

@@ -7,6 +7,9 @@
 #ifndef CKPTBRIDGE_HOST_CLI_COMMANDS_H_
 #define CKPTBRIDGE_HOST_CLI_COMMANDS_H_
 
+#include <signal.h>
+
+#include <atomic>
 #include <boost/program_options.hpp>
 #include <ostream>
 #include <string>
@@ -23,8 +26,27 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
 int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int RunInspectCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int RunPluginsCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int RunStripCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int RunRestackCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 // Shared by the commands --------------------------------------------------
+
+// Set by SIGINT/SIGTERM while a SignalScope lives; long commands poll it and
+// stop between slices, removing their staging directory.
+std::atomic<bool>& CancelFlag();
+
+// Installs the SIGINT/SIGTERM handlers for its lifetime (and clears the flag).
+class SignalScope {
+ public:
+  SignalScope();
+  ~SignalScope();
+  SignalScope(const SignalScope&) = delete;
+  SignalScope& operator=(const SignalScope&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
 
 // --plugin FILE and --plugin-dir DIR, added to a command's options.
 void AddPluginOptions(boost::program_options::options_description& options);

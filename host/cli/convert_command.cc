@@ -1,6 +1,5 @@
 // `ckptbridge convert`: HF <-> MaxText.
 #include <chrono>
-#include <csignal>
 #include <iostream>
 #include <string>
 
@@ -42,31 +41,6 @@ Examples:
   ckptbridge convert --to hf --model llama3.1-8b --tokenizer path/to/hf gs-copy/0/items out/hf
 
 Options)";
-
-std::atomic<bool> g_cancel{false};
-
-extern "C" void OnSignal(int) { g_cancel.store(true); }
-
-// Installs SIGINT/SIGTERM handlers for the duration of a conversion, so an
-// interrupted run stops between slices and removes its staging directory.
-class SignalScope {
- public:
-  SignalScope() {
-    struct sigaction action {};
-    action.sa_handler = OnSignal;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGINT, &action, &old_int_);
-    sigaction(SIGTERM, &action, &old_term_);
-  }
-  ~SignalScope() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-
- private:
-  struct sigaction old_int_ {};
-  struct sigaction old_term_ {};
-};
 
 }  // namespace
 
@@ -178,7 +152,7 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
   ProgressLine line(progress, !quiet);
   engine::ConvertObserver observer;
   observer.progress = &progress;
-  observer.cancel = &g_cancel;
+  observer.cancel = &CancelFlag();
   observer.notice = [&](const std::string& text) {
     if (!quiet) err << "note: " << text << '\n';
   };
@@ -196,7 +170,6 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
     line.Start();
   };
 
-  g_cancel.store(false);
   SignalScope signals;
   const auto start = std::chrono::steady_clock::now();
   Result<engine::ConvertSummary> summary = engine::Convert(convert, *plugins, observer);

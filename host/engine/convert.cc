@@ -199,63 +199,24 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
         "--ocdbt/--no-ocdbt apply to --to maxtext; an Orbax source says itself "
         "whether it uses OCDBT");
   }
-  CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::ItemReader> item,
-                       orbax::ItemReader::Open(options.source));
-  const json& custom = item->tree().custom_metadata;
-  const json* record = nullptr;
-  if (custom.is_object() && custom.contains(kMetadataKey) && custom[kMetadataKey].is_object()) {
-    record = &custom[kMetadataKey];
-  }
-
-  // The HF config: an explicit flag wins, then what we recorded.
-  json hf_config;
-  std::string family = options.family;
-  if (!options.hf_config_file.empty()) {
-    CKB_ASSIGN_OR_RETURN(hf_config, ParseJsonFile(options.hf_config_file));
-    if (record)
-      Notice(observer, "using " + options.hf_config_file.string() +
-                           " instead of the HF config recorded in the checkpoint");
-  } else if (!options.model_name.empty()) {
-    const LoadedPlugin* plugin = plugins.FindByPreset(options.model_name);
-    if (!plugin) {
-      return NotFound("--model '" + options.model_name + "' is not a preset of any plugin (" +
-                      plugins.Summary() + "); `ckptbridge plugins` lists the presets");
-    }
-    CKB_ASSIGN_OR_RETURN(std::string text, PresetConfig(*plugin, options.model_name));
-    CKB_ASSIGN_OR_RETURN(hf_config, ParseJsonText(text, PluginLabel(*plugin)));
-    if (family.empty()) family = plugin->name;
-  } else if (record && record->contains("hf_config") && (*record)["hf_config"].is_object()) {
-    hf_config = (*record)["hf_config"];
-  } else {
+  CKB_ASSIGN_OR_RETURN(MaxTextSource source, OpenMaxTextSource(options.source));
+  const orbax::ItemReader* item = source.item.get();
+  const json* record = source.record;
+  bool scan = source.scan;
+  if (options.scan_layers && source.recorded_scan && *options.scan_layers != *source.recorded_scan) {
     return InvalidArgument(
-        item->location().item_dir.string() +
-        ": this checkpoint does not record its Hugging Face config (it was not written by "
-        "ckptbridge); pass --hf-config FILE (the model's config.json) or --model NAME (a MaxText "
-        "model name such as llama3.1-8b; `ckptbridge plugins` lists them)");
+        std::string(options.scan_layers.value() ? "--scan-layers" : "--no-scan-layers") +
+        " contradicts the checkpoint, which records scan_layers=" +
+        (*source.recorded_scan ? "true" : "false"));
   }
-
-  // Scanned or not: recorded by MaxText and by us as custom_metadata.scan_layers.
-  std::optional<bool> recorded_scan;
-  if (custom.is_object() && custom.contains("scan_layers") && custom["scan_layers"].is_boolean()) {
-    recorded_scan = custom["scan_layers"].get<bool>();
-  }
-  bool scan;
-  if (recorded_scan) {
-    if (options.scan_layers && *options.scan_layers != *recorded_scan) {
-      return InvalidArgument(
-          std::string(options.scan_layers.value() ? "--scan-layers" : "--no-scan-layers") +
-          " contradicts the checkpoint, which records scan_layers=" +
-          (*recorded_scan ? "true" : "false"));
-    }
-    scan = *recorded_scan;
-  } else {
-    CKB_ASSIGN_OR_RETURN(const MaxTextTree tree, MaxTextTree::Build(*item));
-    scan = options.scan_layers.value_or(tree.LooksScanned());
-  }
-
-  std::string model_type;
-  CKB_ASSIGN_OR_RETURN(const LoadedPlugin* plugin,
-                       SelectPlugin(plugins, hf_config, family, &model_type));
+  if (options.scan_layers) scan = *options.scan_layers;
+  CKB_ASSIGN_OR_RETURN(
+      ModelChoice model,
+      IdentifyModel(source, options.hf_config_file, options.model_name, options.family, plugins,
+                    observer));
+  const LoadedPlugin* plugin = model.plugin;
+  const std::string& model_type = model.model_type;
+  const json& hf_config = model.hf_config;
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<Adapter> adapter,
                        Adapter::Create(*plugin, model_type, hf_config.dump()));
   CKB_ASSIGN_OR_RETURN(RuleSet rules, adapter->Rules(RuleOptions(options, scan)));
@@ -381,6 +342,58 @@ Result<const LoadedPlugin*> SelectPlugin(const PluginRegistry& plugins, const js
   if (!architecture.empty()) what += " (" + architecture + ")";
   return Unsupported("config.json has " + what +
                      ", which no plugin converts; found: " + plugins.Summary());
+}
+
+Result<MaxTextSource> OpenMaxTextSource(const fs::path& path) {
+  MaxTextSource source;
+  CKB_ASSIGN_OR_RETURN(source.item, orbax::ItemReader::Open(path));
+  CKB_ASSIGN_OR_RETURN(source.tree, MaxTextTree::Build(*source.item));
+  const json& custom = source.item->tree().custom_metadata;
+  if (custom.is_object() && custom.contains(kMetadataKey) && custom[kMetadataKey].is_object()) {
+    source.record = &custom[kMetadataKey];
+  }
+  // MaxText and ckptbridge both record custom_metadata.scan_layers.
+  if (custom.is_object() && custom.contains("scan_layers") && custom["scan_layers"].is_boolean()) {
+    source.recorded_scan = custom["scan_layers"].get<bool>();
+  }
+  source.scan = source.recorded_scan.value_or(source.tree.LooksScanned());
+  return source;
+}
+
+Result<ModelChoice> IdentifyModel(const MaxTextSource& source, const fs::path& hf_config_file,
+                                  const std::string& model_name, const std::string& family,
+                                  const PluginRegistry& plugins, const ConvertObserver& observer) {
+  // An explicit flag wins over what we recorded.
+  ModelChoice model;
+  std::string chosen_family = family;
+  if (!hf_config_file.empty()) {
+    CKB_ASSIGN_OR_RETURN(model.hf_config, ParseJsonFile(hf_config_file));
+    if (source.record) {
+      Notice(observer, "using " + hf_config_file.string() +
+                           " instead of the HF config recorded in the checkpoint");
+    }
+  } else if (!model_name.empty()) {
+    const LoadedPlugin* plugin = plugins.FindByPreset(model_name);
+    if (!plugin) {
+      return NotFound("--model '" + model_name + "' is not a preset of any plugin (" +
+                      plugins.Summary() + "); `ckptbridge plugins` lists the presets");
+    }
+    CKB_ASSIGN_OR_RETURN(std::string text, PresetConfig(*plugin, model_name));
+    CKB_ASSIGN_OR_RETURN(model.hf_config, ParseJsonText(text, PluginLabel(*plugin)));
+    if (chosen_family.empty()) chosen_family = plugin->name;
+  } else if (source.record && source.record->contains("hf_config") &&
+             (*source.record)["hf_config"].is_object()) {
+    model.hf_config = (*source.record)["hf_config"];
+  } else {
+    return InvalidArgument(
+        source.item->location().item_dir.string() +
+        ": this checkpoint does not record its Hugging Face config (it was not written by "
+        "ckptbridge); pass --hf-config FILE (the model's config.json) or --model NAME (a MaxText "
+        "model name such as llama3.1-8b; `ckptbridge plugins` lists them)");
+  }
+  CKB_ASSIGN_OR_RETURN(model.plugin,
+                       SelectPlugin(plugins, model.hf_config, chosen_family, &model.model_type));
+  return model;
 }
 
 Result<ConvertSummary> Convert(const ConvertOptions& options, const PluginRegistry& plugins,

@@ -26,7 +26,9 @@
 
 #include "host/base/status.h"
 #include "host/engine/execute.h"
+#include "host/engine/maxtext_tree.h"
 #include "host/engine/plan.h"
+#include "host/formats/orbax/checkpoint.h"
 #include "host/plugin/loader.h"
 
 namespace ckptbridge::engine {
@@ -85,6 +87,28 @@ Result<ConvertSummary> Convert(const ConvertOptions& options, const PluginRegist
 Result<const LoadedPlugin*> SelectPlugin(const PluginRegistry& plugins,
                                          const nlohmann::json& hf_config, std::string_view family,
                                          std::string* model_type);
+
+// A MaxText checkpoint opened for reading, with what it says about itself.
+struct MaxTextSource {
+  std::unique_ptr<orbax::ItemReader> item;
+  MaxTextTree tree;
+  const nlohmann::json* record = nullptr;  // ckptbridge's record, when we wrote it
+  std::optional<bool> recorded_scan;       // custom_metadata.scan_layers
+  bool scan = true;                        // recorded, else detected from the names
+};
+Result<MaxTextSource> OpenMaxTextSource(const std::filesystem::path& path);
+
+// Which model a MaxText checkpoint holds: its HF config (from --hf-config,
+// else a --model preset, else ckptbridge's record) and the plugin for it.
+struct ModelChoice {
+  nlohmann::json hf_config;
+  const LoadedPlugin* plugin = nullptr;
+  std::string model_type;
+};
+Result<ModelChoice> IdentifyModel(const MaxTextSource& source,
+                                  const std::filesystem::path& hf_config_file,
+                                  const std::string& model_name, const std::string& family,
+                                  const PluginRegistry& plugins, const ConvertObserver& observer);
 
 // The key under custom_metadata where ckptbridge records what it converted.
 inline constexpr const char* kMetadataKey = "ckptbridge";

@@ -17,48 +17,12 @@
 namespace ckptbridge::engine {
 namespace {
 
-// Runs `body(unit index)` for every unit on `threads` threads, stopping at
-// the first error or on cancellation.
+// Runs a plan's units through ForEachUnit.
 Status RunUnits(const Plan& plan, const ExecuteOptions& options,
                 const std::function<Status(const Unit&)>& body) {
-  std::mutex mutex;
-  Status first_error;
-  std::atomic<bool> failed{false};
-  if (options.progress) {
-    options.progress->units_total = plan.units.size();
-    uint64_t total = 0;
-    for (const Unit& u : plan.units) total += u.bytes;
-    options.progress->bytes_total = total;
-  }
-  const int threads =
-      options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
-  tbb::task_arena arena(std::max(1, threads));
-  arena.execute([&] {
-    tbb::parallel_for(
-        tbb::blocked_range<size_t>(0, plan.units.size(), 1),
-        [&](const tbb::blocked_range<size_t>& range) {
-          for (size_t i = range.begin(); i != range.end(); ++i) {
-            if (failed.load()) return;
-            Status status;
-            if (options.cancel && options.cancel->load()) {
-              status = Cancelled("interrupted");
-            } else {
-              status = body(plan.units[i]);
-            }
-            if (!status.ok()) {
-              std::lock_guard<std::mutex> lock(mutex);
-              if (!failed.exchange(true)) first_error = status;
-              return;
-            }
-            if (options.progress) {
-              options.progress->units_done.fetch_add(1);
-              options.progress->bytes_done.fetch_add(plan.units[i].bytes);
-            }
-          }
-        },
-        tbb::simple_partitioner());
-  });
-  return first_error;
+  return ForEachUnit(
+      plan.units.size(), options, [&](size_t i) { return plan.units[i].bytes; },
+      [&](size_t i) { return body(plan.units[i]); });
 }
 
 // Where slice `unit` sits in a stacked MaxText tensor: origin and extent.
@@ -87,8 +51,51 @@ Result<std::string> Narrow(DType dtype, const Tensor& t) {
   return bytes;
 }
 
-// Writes the region [origin, origin + extent) of `mt`, given as `bytes`, as
-// the whole chunks it covers.
+}  // namespace
+
+Status ForEachUnit(size_t count, const ExecuteOptions& options,
+                   const std::function<uint64_t(size_t)>& bytes,
+                   const std::function<Status(size_t)>& body) {
+  std::mutex mutex;
+  Status first_error;
+  std::atomic<bool> failed{false};
+  if (options.progress) {
+    options.progress->units_total = count;
+    uint64_t total = 0;
+    for (size_t i = 0; i < count; ++i) total += bytes(i);
+    options.progress->bytes_total = total;
+  }
+  const int threads =
+      options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  tbb::task_arena arena(std::max(1, threads));
+  arena.execute([&] {
+    tbb::parallel_for(
+        tbb::blocked_range<size_t>(0, count, 1),
+        [&](const tbb::blocked_range<size_t>& range) {
+          for (size_t i = range.begin(); i != range.end(); ++i) {
+            if (failed.load()) return;
+            Status status;
+            if (options.cancel && options.cancel->load()) {
+              status = Cancelled("interrupted");
+            } else {
+              status = body(i);
+            }
+            if (!status.ok()) {
+              std::lock_guard<std::mutex> lock(mutex);
+              if (!failed.exchange(true)) first_error = status;
+              return;
+            }
+            if (options.progress) {
+              options.progress->units_done.fetch_add(1);
+              options.progress->bytes_done.fetch_add(bytes(i));
+            }
+          }
+        },
+        tbb::simple_partitioner());
+  });
+  return first_error;
+}
+
 Status WriteRegionChunks(orbax::CheckpointWriter& writer, const MtTensor& mt,
                          const std::vector<int64_t>& origin, const Shape& extent,
                          const std::string& bytes) {
@@ -134,7 +141,6 @@ Status WriteRegionChunks(orbax::CheckpointWriter& writer, const MtTensor& mt,
   }
 }
 
-}  // namespace
 
 Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
                     orbax::CheckpointWriter& writer, const ExecuteOptions& options) {

@@ -17,6 +17,9 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include "host/base/status.h"
 #include "host/engine/plan.h"
@@ -40,6 +43,20 @@ struct ExecuteOptions {
   const std::atomic<bool>* cancel = nullptr;  // optional
   const Adapter* adapter = nullptr;           // needed for rules with custom ops
 };
+
+// Runs body(i) for i in [0, count) on `options.threads` threads (TBB),
+// stopping at the first error or when `options.cancel` becomes true
+// (Cancelled). `bytes(i)` is unit i's share of the progress total.
+Status ForEachUnit(size_t count, const ExecuteOptions& options,
+                   const std::function<uint64_t(size_t)>& bytes,
+                   const std::function<Status(size_t)>& body);
+
+// Writes the box [origin, origin + extent) of MaxText tensor `mt`, given as
+// `bytes` (C order, mt.dtype), as the whole chunks of mt.chunk_shape it
+// covers. The box must be made of whole chunks (edge chunks are zero-padded).
+Status WriteRegionChunks(orbax::CheckpointWriter& writer, const MtTensor& mt,
+                         const std::vector<int64_t>& origin, const Shape& extent,
+                         const std::string& bytes);
 
 // Runs a to-MaxText plan, writing every MaxText tensor of `plan` through
 // `writer` (arrays are declared here). The caller finishes the checkpoint.

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <regex>
 
 #include "host/base/file.h"
 #include "tests/testing/testing.h"
@@ -22,62 +21,6 @@ using testing::TempDir;
 
 const fs::path kLlama = testing::FixtureDir() / "hf" / "mlxd-tiny_llama3";
 
-// Rewrites the Linen item at `src` into `kind`'s layout at `dst_root`, adding
-// an optimizer moment and an RNG leaf, as MaxText's other trainers save them.
-void Relayout(const fs::path& src, const fs::path& dst_root, TreeKind kind) {
-  auto item = orbax::ItemReader::Open(src);
-  ASSERT_TRUE(item.ok()) << item.status().message();
-  auto writer = orbax::CheckpointWriter::Create(dst_root, orbax::WriteOptions());
-  ASSERT_TRUE(writer.ok()) << writer.status().message();
-  auto copy = [&](const orbax::ItemReader::ArrayEntry& array, std::vector<std::string> keys) {
-    const orbax::ArrayMetadata& md = array.metadata;
-    std::string bytes(static_cast<size_t>(NumElementsUnchecked(md.shape)) * DTypeSize(md.dtype),
-                      '\0');
-    ASSERT_TRUE((*item)
-                    ->Reader(array)
-                    ->ReadRegion(std::vector<int64_t>(md.shape.size(), 0), md.shape, bytes.data())
-                    .ok());
-    auto added = (*writer)->AddArray(keys, md.dtype, md.shape, md.shape);
-    ASSERT_TRUE(added.ok()) << added.status().message();
-    std::string name;
-    for (const std::string& k : keys) name += (name.empty() ? "" : ".") + k;
-    ASSERT_TRUE((*writer)->WriteChunk(name, std::vector<int64_t>(md.shape.size(), 0), bytes).ok());
-  };
-  for (const auto& array : (*item)->arrays()) {
-    std::vector<std::string> keys = array.leaf->keys;
-    if (keys[0] != "params") continue;  // step is re-added below
-    keys.erase(keys.begin(), keys.begin() + 2);
-    if (kind == TreeKind::kLinen || kind == TreeKind::kLinenSingleParams) {
-      keys.insert(keys.begin(), "params");
-      if (kind == TreeKind::kLinen) keys.insert(keys.begin(), "params");
-    } else {
-      // NNX: `layers_3` is a list entry `layers`, `3`; leaves wrap a `value`.
-      std::vector<std::string> nnx;
-      for (const std::string& k : keys) {
-        std::smatch m;
-        if (std::regex_match(k, m, std::regex("(.*layers)_([0-9]+)"))) {
-          nnx.push_back(m[1]);
-          nnx.push_back(m[2]);
-        } else {
-          nnx.push_back(k);
-        }
-      }
-      nnx.push_back("value");
-      if (kind == TreeKind::kNnxRl) nnx.insert(nnx.begin(), "base");
-      keys = nnx;
-    }
-    copy(array, keys);
-    // An Adam moment of the same parameter, as training checkpoints hold.
-    if (array.leaf->name() == "params.params.decoder.decoder_norm.scale") {
-      copy(array, {"opt_state", "0", "mu", "decoder", "decoder_norm", "scale"});
-    }
-  }
-  const auto& first = (*item)->arrays().front();
-  if (kind == TreeKind::kNnxSft) copy(first, {"rngs", "params", "key"});
-  ASSERT_TRUE((*writer)->AddScalar({"step"}, 1200).ok());
-  ASSERT_TRUE((*writer)->Finish(nullptr).ok());
-}
-
 class TreeKindTest : public ::testing::TestWithParam<TreeKind> {};
 
 TEST_P(TreeKindTest, EveryLayoutConvertsToTheSameHfCheckpoint) {
@@ -86,7 +29,7 @@ TEST_P(TreeKindTest, EveryLayoutConvertsToTheSameHfCheckpoint) {
                     "float32", kLlama.string(), (tmp / "linen").string()})
                 .exit_code,
             0);
-  Relayout(tmp / "linen" / "0" / "items", tmp / "other", GetParam());
+  testing::RelayoutMaxText(tmp / "linen" / "0" / "items", tmp / "other", GetParam());
 
   auto item = orbax::ItemReader::Open(tmp / "other");
   ASSERT_TRUE(item.ok()) << item.status().message();

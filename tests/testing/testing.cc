@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <regex>
 #include <sstream>
 
 #include "host/base/file.h"
@@ -141,6 +142,62 @@ std::vector<HfTensorSpec> LlamaFamilyTensors(const nlohmann::json& c) {
     }
   }
   return t;
+}
+
+// Rewrites the Linen item at `src` into `kind`'s layout at `dst_root`, adding
+// an optimizer moment and an RNG leaf, as MaxText's other trainers save them.
+void RelayoutMaxText(const fs::path& src, const fs::path& dst_root, engine::TreeKind kind) {
+  auto item = orbax::ItemReader::Open(src);
+  ASSERT_TRUE(item.ok()) << item.status().message();
+  auto writer = orbax::CheckpointWriter::Create(dst_root, orbax::WriteOptions());
+  ASSERT_TRUE(writer.ok()) << writer.status().message();
+  auto copy = [&](const orbax::ItemReader::ArrayEntry& array, std::vector<std::string> keys) {
+    const orbax::ArrayMetadata& md = array.metadata;
+    std::string bytes(static_cast<size_t>(NumElementsUnchecked(md.shape)) * DTypeSize(md.dtype),
+                      '\0');
+    ASSERT_TRUE((*item)
+                    ->Reader(array)
+                    ->ReadRegion(std::vector<int64_t>(md.shape.size(), 0), md.shape, bytes.data())
+                    .ok());
+    auto added = (*writer)->AddArray(keys, md.dtype, md.shape, md.shape);
+    ASSERT_TRUE(added.ok()) << added.status().message();
+    std::string name;
+    for (const std::string& k : keys) name += (name.empty() ? "" : ".") + k;
+    ASSERT_TRUE((*writer)->WriteChunk(name, std::vector<int64_t>(md.shape.size(), 0), bytes).ok());
+  };
+  for (const auto& array : (*item)->arrays()) {
+    std::vector<std::string> keys = array.leaf->keys;
+    if (keys[0] != "params") continue;  // step is re-added below
+    keys.erase(keys.begin(), keys.begin() + 2);
+    if (kind == engine::TreeKind::kLinen || kind == engine::TreeKind::kLinenSingleParams) {
+      keys.insert(keys.begin(), "params");
+      if (kind == engine::TreeKind::kLinen) keys.insert(keys.begin(), "params");
+    } else {
+      // NNX: `layers_3` is a list entry `layers`, `3`; leaves wrap a `value`.
+      std::vector<std::string> nnx;
+      for (const std::string& k : keys) {
+        std::smatch m;
+        if (std::regex_match(k, m, std::regex("(.*layers)_([0-9]+)"))) {
+          nnx.push_back(m[1]);
+          nnx.push_back(m[2]);
+        } else {
+          nnx.push_back(k);
+        }
+      }
+      nnx.push_back("value");
+      if (kind == engine::TreeKind::kNnxRl) nnx.insert(nnx.begin(), "base");
+      keys = nnx;
+    }
+    copy(array, keys);
+    // An Adam moment of the same parameter, as training checkpoints hold.
+    if (array.leaf->name() == "params.params.decoder.decoder_norm.scale") {
+      copy(array, {"opt_state", "0", "mu", "decoder", "decoder_norm", "scale"});
+    }
+  }
+  const auto& first = (*item)->arrays().front();
+  if (kind == engine::TreeKind::kNnxSft) copy(first, {"rngs", "params", "key"});
+  ASSERT_TRUE((*writer)->AddScalar({"step"}, 1200).ok());
+  ASSERT_TRUE((*writer)->Finish(nullptr).ok());
 }
 
 }  // namespace ckptbridge::testing

@@ -14,6 +14,7 @@
 
 #include "host/base/dtype.h"
 #include "host/base/shape.h"
+#include "host/engine/maxtext_tree.h"
 #include "tests/testing/temp_dir.h"
 
 namespace ckptbridge::testing {
@@ -56,6 +57,12 @@ void WriteHfCheckpoint(const std::filesystem::path& dir, const nlohmann::json& c
 
 // The HF tensor list of a Llama/Mistral/Mixtral config.
 std::vector<HfTensorSpec> LlamaFamilyTensors(const nlohmann::json& config);
+
+// Rewrites the Linen MaxText item at `src` (as ckptbridge writes it) into
+// `kind`'s tree layout at `dst_root`, adding an Adam moment (and, for NNX-SFT,
+// an RNG leaf) the way MaxText's trainers save them, and step 1200.
+void RelayoutMaxText(const std::filesystem::path& src, const std::filesystem::path& dst_root,
+                     engine::TreeKind kind);
 
 // f32 -> the value the dtype stores (rounded once, like the converter must).
 float RoundTo(DType dtype, float value);
