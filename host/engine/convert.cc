@@ -133,7 +133,8 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   if (observer.planned) observer.planned(plan);
 
   CKB_ASSIGN_OR_RETURN(StagedOutput staged,
-                       StagedOutput::Begin(options.destination, options.overwrite));
+                       StagedOutput::Begin(options.destination, options.overwrite,
+                                                           StagedOutput::Kind::kOrbax));
   orbax::WriteOptions write_options;
   write_options.ocdbt = false;
   write_options.final_root = staged.destination();
@@ -246,7 +247,8 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   }
 
   CKB_ASSIGN_OR_RETURN(StagedOutput staged,
-                       StagedOutput::Begin(options.destination, options.overwrite));
+                       StagedOutput::Begin(options.destination, options.overwrite,
+                                                           StagedOutput::Kind::kHuggingFace));
   ExecuteOptions exec;
   exec.threads = options.threads;
   exec.progress = observer.progress;

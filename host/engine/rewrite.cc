@@ -350,7 +350,8 @@ Result<ConvertSummary> RewriteMaxText(const RewriteOptions& options, const Plugi
   }
 
   CKB_ASSIGN_OR_RETURN(StagedOutput staged,
-                       StagedOutput::Begin(options.destination, options.overwrite));
+                       StagedOutput::Begin(options.destination, options.overwrite,
+                                                           StagedOutput::Kind::kOrbax));
   orbax::WriteOptions storage = options.storage;
   storage.final_root = staged.destination();
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::CheckpointWriter> writer,

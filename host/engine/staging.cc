@@ -12,7 +12,8 @@
 namespace ckptbridge::engine {
 namespace {
 
-constexpr std::string_view kStagingInfix = ".tmp-ckptbridge-";
+constexpr std::string_view kHfInfix = ".tmp-ckptbridge-";
+constexpr std::string_view kOrbaxInfix = ".orbax-checkpoint-tmp-";
 
 Status SyncDirectory(const std::filesystem::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -26,7 +27,13 @@ Status SyncDirectory(const std::filesystem::path& dir) {
 
 }  // namespace
 
-Result<StagedOutput> StagedOutput::Begin(const std::filesystem::path& destination, bool overwrite) {
+bool IsStagingName(std::string_view name) {
+  return name.find(kHfInfix) != std::string_view::npos ||
+         name.find(".orbax-checkpoint-tmp") != std::string_view::npos;
+}
+
+Result<StagedOutput> StagedOutput::Begin(const std::filesystem::path& destination, bool overwrite,
+                                         Kind kind) {
   std::error_code ec;
   const std::filesystem::path dst = std::filesystem::absolute(destination, ec).lexically_normal();
   if (ec) return ErrnoError(destination.string(), ec.value());
@@ -50,7 +57,8 @@ Result<StagedOutput> StagedOutput::Begin(const std::filesystem::path& destinatio
   StagedOutput out;
   out.destination_ = dst;
   out.overwrite_ = overwrite;
-  out.staging_ = parent / (dst.filename().string() + std::string(kStagingInfix) + RandomHex(8));
+  const std::string_view infix = kind == Kind::kOrbax ? kOrbaxInfix : kHfInfix;
+  out.staging_ = parent / (dst.filename().string() + std::string(infix) + RandomHex(8));
   std::filesystem::create_directory(out.staging_, ec);
   if (ec) return ErrnoError(out.staging_.string(), ec.value());
   out.active_ = true;
@@ -102,9 +110,12 @@ std::vector<std::filesystem::path> LeftoverStagingDirs(const std::filesystem::pa
   std::vector<std::filesystem::path> found;
   std::error_code ec;
   const std::filesystem::path dst = std::filesystem::absolute(destination, ec).lexically_normal();
-  const std::string prefix = dst.filename().string() + std::string(kStagingInfix);
+  const std::string name = dst.filename().string();
   for (const auto& entry : std::filesystem::directory_iterator(dst.parent_path(), ec)) {
-    if (entry.path().filename().string().rfind(prefix, 0) == 0) found.push_back(entry.path());
+    const std::string candidate = entry.path().filename().string();
+    if (candidate.rfind(name, 0) == 0 && IsStagingName(candidate.substr(name.size()))) {
+      found.push_back(entry.path());
+    }
   }
   return found;
 }

@@ -1,8 +1,12 @@
 // host/engine/staging.h - writing an output so that it appears complete or
 // not at all.
 //
-// Everything is written into a sibling directory `<dst>.tmp-ckptbridge-<hex>`
-// and renamed to `<dst>` only after every file is written and flushed. An
+// Everything is written into a sibling directory and renamed to `<dst>` only
+// after every file is written and flushed. The sibling is named
+// `<dst>.tmp-ckptbridge-<hex>` for HF outputs and
+// `<dst>.orbax-checkpoint-tmp-<hex>` for Orbax outputs: Orbax (and ckptbridge)
+// refuse to read any path with ".orbax-checkpoint-tmp" in it, so a checkpoint
+// left behind by a killed run can never be mistaken for a finished one. An
 // existing destination is refused unless `overwrite` is set; then it is
 // replaced only at commit time, so a failed run leaves the previous output
 // untouched. A StagedOutput destroyed without Commit() removes its staging
@@ -11,6 +15,7 @@
 #define CKPTBRIDGE_HOST_ENGINE_STAGING_H_
 
 #include <filesystem>
+#include <string_view>
 #include <vector>
 
 #include "host/base/status.h"
@@ -21,7 +26,9 @@ class StagedOutput {
  public:
   // Checks `destination` (absent, or `overwrite`) and creates the staging
   // directory next to it.
-  static Result<StagedOutput> Begin(const std::filesystem::path& destination, bool overwrite);
+  enum class Kind { kHuggingFace, kOrbax };
+  static Result<StagedOutput> Begin(const std::filesystem::path& destination, bool overwrite,
+                                    Kind kind);
 
   StagedOutput(StagedOutput&& other) noexcept;
   StagedOutput& operator=(StagedOutput&&) = delete;
@@ -45,6 +52,9 @@ class StagedOutput {
   bool overwrite_ = false;
   bool active_ = false;
 };
+
+// Whether `name` is the name of a staging directory (of either kind).
+bool IsStagingName(std::string_view name);
 
 // The staging directories of interrupted earlier runs next to `destination`.
 std::vector<std::filesystem::path> LeftoverStagingDirs(const std::filesystem::path& destination);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "host/base/file.h"
+#include "host/engine/staging.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -49,7 +50,7 @@ bool HasRow(const std::string& text, const std::vector<std::string>& fields) {
 // No file or directory of `dir` is a staging leftover.
 void ExpectNoStagingLeftovers(const fs::path& dir) {
   for (const auto& entry : fs::directory_iterator(dir)) {
-    EXPECT_FALSE(Contains(entry.path().filename().string(), ".tmp-ckptbridge-")) << entry.path();
+    EXPECT_FALSE(engine::IsStagingName(entry.path().filename().string())) << entry.path();
   }
 }
 
@@ -208,6 +209,30 @@ TEST(ConvertErrorsTest, ExistingDestinationIsKeptWithoutOverwrite) {
   EXPECT_FALSE(fs::exists(tmp / "out" / "keep.txt"));
   EXPECT_TRUE(fs::exists(tmp / "out" / "0" / "items" / "_METADATA"));
   ExpectNoStagingLeftovers(tmp.path());
+}
+
+TEST(ConvertErrorsTest, AnOrbaxOutputLeftBehindByAKilledRunIsNeverRead) {
+  // What SIGKILL leaves: a complete-looking checkpoint in the staging
+  // directory. Its name marks it unfinished, for Orbax and for us.
+  TempDir tmp;
+  Result<engine::StagedOutput> staged =
+      engine::StagedOutput::Begin(tmp / "mt", false, engine::StagedOutput::Kind::kOrbax);
+  ASSERT_TRUE(staged.ok());
+  EXPECT_NE(staged->staging().filename().string().find(".orbax-checkpoint-tmp-"),
+            std::string::npos);
+  ASSERT_EQ(
+      RunCli({"convert", "--to", "maxtext", "--quiet", kLlama.string(), (tmp / "done").string()})
+          .exit_code,
+      0);
+  fs::copy(tmp / "done", staged->staging(), fs::copy_options::recursive);
+  CliRun run = RunCli({"inspect", staged->staging().string()});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_TRUE(Contains(run.err, "unfinished checkpoint")) << run.err;
+  CliRun convert =
+      RunCli({"convert", "--to", "hf", staged->staging().string(), (tmp / "hf").string()});
+  EXPECT_EQ(convert.exit_code, 2);
+  EXPECT_FALSE(fs::exists(tmp / "hf"));
+  EXPECT_EQ(engine::LeftoverStagingDirs(tmp / "mt").size(), 1u);
 }
 
 TEST(ConvertErrorsTest, OcdbtIsNotSupportedYet) {

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "host/engine/staging.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -25,7 +26,7 @@ const fs::path kBinary = fs::path(CKPTBRIDGE_BINARY_DIR) / "bin" / "ckptbridge";
 
 bool HasStagingDir(const fs::path& dir) {
   for (const auto& entry : fs::directory_iterator(dir)) {
-    if (entry.path().filename().string().find(".tmp-ckptbridge-") != std::string::npos) return true;
+    if (engine::IsStagingName(entry.path().filename().string())) return true;
   }
   return false;
 }

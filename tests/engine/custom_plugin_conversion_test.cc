@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/base/numeric.h"
+#include "host/engine/staging.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -150,7 +151,7 @@ TEST(CustomPluginConversionTest, AFailureWhileWritingLeavesNothing) {
       << run.err;
   EXPECT_FALSE(fs::exists(tmp / "mt"));
   for (const auto& entry : fs::directory_iterator(tmp.path())) {
-    EXPECT_EQ(entry.path().filename().string().find(".tmp-ckptbridge-"), std::string::npos);
+    EXPECT_FALSE(engine::IsStagingName(entry.path().filename().string())) << entry.path();
   }
 }
 
