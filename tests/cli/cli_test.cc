@@ -110,9 +110,13 @@ TEST(PluginsTest, ListsLlamaWithVersionAbiFamiliesAndPath) {
   CliRun as_json = RunCli({"plugins", "--json"});
   ASSERT_EQ(as_json.exit_code, 0);
   json doc = json::parse(as_json.out);
-  ASSERT_FALSE(doc["plugins"].empty());
-  EXPECT_EQ(doc["plugins"][0]["name"], "llama");
-  EXPECT_EQ(doc["plugins"][0]["abi"], "1.0");
+  json llama;
+  for (const json& plugin : doc["plugins"]) {
+    if (plugin["name"] == "llama") llama = plugin;
+  }
+  ASSERT_FALSE(llama.is_null()) << as_json.out;
+  EXPECT_EQ(llama["abi"], "1.0");
+  EXPECT_EQ(llama["model_types"], json({"llama", "mistral", "mixtral"}));
 }
 
 TEST(InspectTest, ListsEveryTensorOfAnHfFolder) {
