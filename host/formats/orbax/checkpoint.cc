@@ -19,6 +19,7 @@ constexpr std::string_view kTmpMarker = ".orbax-checkpoint-tmp";
 constexpr std::string_view kMetadataFile = "_METADATA";
 constexpr std::string_view kCheckpointMetadataFile = "_CHECKPOINT_METADATA";
 constexpr std::string_view kCommitFile = "commit_success.txt";
+constexpr std::string_view kOcdbtManifest = "manifest.ocdbt";
 constexpr std::string_view kPyTreeHandler =
     "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler";
 
@@ -177,6 +178,16 @@ std::string JoinNames(const std::vector<std::string>& names) {
   std::string out;
   for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
   return out;
+}
+
+// The per-process OCDBT databases Orbax writes while saving
+// ("ocdbt.process_0", ...), sorted.
+std::vector<std::string> ProcessDatabases(const fs::path& item_dir) {
+  std::vector<std::string> names;
+  for (const std::string& name : Subdirectories(item_dir)) {
+    if (name.rfind("ocdbt.process_", 0) == 0) names.push_back(name);
+  }
+  return names;
 }
 
 // The item inside step directory `step_dir`: `items/`, or the one
@@ -592,15 +603,30 @@ Result<std::unique_ptr<ItemReader>> ItemReader::Open(const fs::path& path) {
   }
 
   const TreeMetadata& tree = reader->tree_;
-  reader->uses_ocdbt_ = tree.use_ocdbt.value_or(IsFile(item_dir / "manifest.ocdbt"));
+  reader->uses_ocdbt_ = tree.use_ocdbt.value_or(IsFile(item_dir / kOcdbtManifest));
+  std::unique_ptr<KvStore> store;
   if (reader->uses_ocdbt_) {
-    return Unsupported(item_dir.string() +
-                       ": the arrays are stored in an OCDBT database (manifest.ocdbt), which this "
-                       "version of ckptbridge cannot read yet; re-save the checkpoint with "
-                       "Orbax's use_ocdbt=False to convert it");
+    Result<std::unique_ptr<OcdbtReader>> db = OcdbtReader::Open(item_dir);
+    if (!db.ok()) {
+      if (db.status().code() != StatusCode::kNotFound) return db.status();
+      // Orbax reads only the top-level database that finalizing a
+      // checkpoint merges the per-process ones into.
+      std::string message = (item_dir / kOcdbtManifest).string() +
+                            ": no such file, but _METADATA says the arrays are in an OCDBT "
+                            "database (use_ocdbt) whose manifest this must be";
+      const std::vector<std::string> processes = ProcessDatabases(item_dir);
+      if (!processes.empty()) {
+        message += "; " + JoinNames(processes) +
+                   " exist, but Orbax reads only the top-level database (the checkpoint was "
+                   "not finalized, or its manifest was deleted)";
+      }
+      return NotFound(std::move(message));
+    }
+    reader->ocdbt_ = db->get();
+    store = std::move(db).value();
+  } else {
+    store = std::make_unique<FileKvStore>(item_dir);
   }
-
-  auto store = std::make_unique<FileKvStore>(item_dir);
   for (const LeafMetadata& leaf : tree.leaves) {
     if (!leaf.is_array()) continue;
     const std::string name = leaf.name();
@@ -615,6 +641,13 @@ Result<std::unique_ptr<ItemReader>> ItemReader::Open(const fs::path& path) {
       if (Result<bool> has_other = store->Contains(other); has_other.ok() && *has_other) {
         hint = std::string(" (but ") + other + " exists: use_zarr3 in _METADATA is " +
                (tree.use_zarr3 ? "true" : "false") + ")";
+      }
+      if (hint.empty() && !reader->uses_ocdbt_) {
+        const std::vector<std::string> processes = ProcessDatabases(item_dir);
+        if (!processes.empty()) {
+          hint = " (" + JoinNames(processes) + " exist, but there is no " +
+                 std::string(kOcdbtManifest) + ": an unfinished OCDBT checkpoint?)";
+        }
       }
       return NotFound(store->Describe(key) + ": metadata of array '" + name +
                       "' listed in _METADATA is missing" + hint);
@@ -642,17 +675,17 @@ std::unique_ptr<ArrayReader> ItemReader::Reader(const ArrayEntry& entry) const {
                                        !tree_.store_array_data_equal_to_fill_value);
 }
 
+uint64_t ItemReader::StoredBytes(const ArrayEntry& entry) const {
+  const std::string name = entry.leaf->name();
+  if (ocdbt_) return ocdbt_->StoredBytes(name + "/");
+  return DirectoryBytes(location_.item_dir / name);
+}
+
 // ---------------------------------------------------------------------------
 // CheckpointWriter
 
 Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(const fs::path& root,
                                                                    const WriteOptions& options) {
-  if (options.ocdbt) {
-    return Unsupported("writing OCDBT is not supported yet; write without OCDBT (--no-ocdbt)");
-  }
-  if (!options.zarr3) {
-    return Unsupported("writing zarr v2 is not supported yet; write zarr v3 (what MaxText uses)");
-  }
   if (options.step < 0) {
     return InvalidArgument("checkpoint step " + std::to_string(options.step) + " is negative");
   }
@@ -664,7 +697,17 @@ Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(const fs::pat
     return FailedPrecondition(writer->item_dir_.string() + ": already holds an Orbax item");
   }
   CKB_RETURN_IF_ERROR(CreateDirectories(writer->item_dir_));
-  writer->store_ = std::make_unique<FileKvStore>(writer->item_dir_);
+  if (options.ocdbt) {
+    OcdbtWriteOptions ocdbt_options;
+    ocdbt_options.target_data_file_size = options.ocdbt_target_data_file_size;
+    ocdbt_options.max_decoded_node_bytes = options.ocdbt_max_decoded_node_bytes;
+    CKB_ASSIGN_OR_RETURN(std::unique_ptr<OcdbtWriter> db,
+                         OcdbtWriter::Create(writer->item_dir_, ocdbt_options));
+    writer->ocdbt_ = db.get();
+    writer->store_ = std::move(db);
+  } else {
+    writer->store_ = std::make_unique<FileKvStore>(writer->item_dir_);
+  }
   writer->init_timestamp_nsecs_ = NowNanos();
   return writer;
 }
@@ -710,7 +753,8 @@ Result<ArrayMetadata> CheckpointWriter::AddArray(const std::vector<std::string>&
                              " has a dimension below 1");
     }
   }
-  ArrayMetadata metadata = ArrayMetadata::ForWrite(dtype, shape, chunk_shape);
+  ArrayMetadata metadata = options_.zarr3 ? ArrayMetadata::ForWrite(dtype, shape, chunk_shape)
+                                          : ArrayMetadata::ForWriteZarr2(dtype, shape, chunk_shape);
   // The bitmap of written chunks must stay small.
   if (NumElementsUnchecked(metadata.ChunkGrid()) > (int64_t{1} << 32)) {
     return InvalidArgument(what + ": chunk shape " + ShapeString(chunk_shape) + " cuts shape " +
@@ -718,7 +762,7 @@ Result<ArrayMetadata> CheckpointWriter::AddArray(const std::vector<std::string>&
   }
   CKB_RETURN_IF_ERROR(AddLeaf(DictLeaf(keys, "np.ndarray", false), &metadata));
   CKB_RETURN_IF_ERROR(
-      store_->Write(name + "/" + std::string(metadata.MetadataKey()), metadata.ToZarr3Json()));
+      store_->Write(name + "/" + std::string(metadata.MetadataKey()), metadata.ToJson()));
   return metadata;
 }
 
@@ -760,10 +804,11 @@ Status CheckpointWriter::AddScalar(const std::vector<std::string>& keys, int64_t
   CKB_RETURN_IF_ERROR(CheckKeyPath(keys));
   LeafMetadata leaf = DictLeaf(keys, "scalar", false);
   const std::string name = leaf.name();
-  ArrayMetadata metadata = ArrayMetadata::ForWrite(DType::kI64, {}, {});
+  ArrayMetadata metadata = options_.zarr3 ? ArrayMetadata::ForWrite(DType::kI64, {}, {})
+                                          : ArrayMetadata::ForWriteZarr2(DType::kI64, {}, {});
   CKB_RETURN_IF_ERROR(AddLeaf(std::move(leaf), &metadata));
   CKB_RETURN_IF_ERROR(
-      store_->Write(name + "/" + std::string(metadata.MetadataKey()), metadata.ToZarr3Json()));
+      store_->Write(name + "/" + std::string(metadata.MetadataKey()), metadata.ToJson()));
   std::string bytes(8, '\0');
   for (int i = 0; i < 8; ++i) {
     bytes[i] = static_cast<char>((static_cast<uint64_t>(value) >> (8 * i)) & 0xff);
@@ -801,10 +846,12 @@ Status CheckpointWriter::Finish(const json& custom_metadata) {
     finished_ = true;
     tree.leaves = leaves_;
   }
+  // The database is complete before _METADATA names it.
+  if (ocdbt_) CKB_RETURN_IF_ERROR(ocdbt_->Finish());
   std::sort(tree.leaves.begin(), tree.leaves.end(),
             [](const LeafMetadata& a, const LeafMetadata& b) { return a.name() < b.name(); });
-  tree.use_ocdbt = false;
-  tree.use_zarr3 = true;
+  tree.use_ocdbt = options_.ocdbt;
+  tree.use_zarr3 = options_.zarr3;
   tree.store_array_data_equal_to_fill_value = true;
   tree.custom_metadata = custom_metadata;
   CKB_RETURN_IF_ERROR(WriteFile(item_dir_ / kMetadataFile, tree.ToJson()));

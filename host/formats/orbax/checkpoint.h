@@ -17,8 +17,10 @@
 // item directory itself (holding `_METADATA`), which is what MaxText's
 // `load_parameters_path` points at.
 //
-// This version reads and writes items without OCDBT; an item that uses OCDBT
-// is refused with an Unsupported error that says so.
+// Items are read and written with or without OCDBT (one database at the
+// item directory, ocdbt.h) and with zarr v3 or v2 arrays (zarr.h): all four
+// combinations. Reading follows the item's _METADATA (`use_ocdbt`, or when
+// absent whether `manifest.ocdbt` exists; `use_zarr3`).
 #ifndef CKPTBRIDGE_HOST_FORMATS_ORBAX_CHECKPOINT_H_
 #define CKPTBRIDGE_HOST_FORMATS_ORBAX_CHECKPOINT_H_
 
@@ -37,6 +39,7 @@
 #include "host/base/shape.h"
 #include "host/base/status.h"
 #include "host/formats/orbax/kvstore.h"
+#include "host/formats/orbax/ocdbt.h"
 #include "host/formats/orbax/zarr.h"
 
 namespace ckptbridge::orbax {
@@ -120,6 +123,11 @@ class ArrayReader {
 
 class ItemReader {
  public:
+  // Opens the item at `path` (see ResolveItem) and reads _METADATA, the
+  // step's _CHECKPOINT_METADATA and every array's zarr metadata. With OCDBT
+  // the database is opened and its whole B+tree read (OcdbtReader); a
+  // missing `manifest.ocdbt` is NotFound naming it (Orbax never falls back
+  // to the per-process `ocdbt.process_N` databases, and neither do we).
   static Result<std::unique_ptr<ItemReader>> Open(const std::filesystem::path& path);
 
   const ItemLocation& location() const { return location_; }
@@ -138,6 +146,13 @@ class ItemReader {
   const ArrayEntry* Find(std::string_view name) const;
   // A reader for one array (valid while the ItemReader lives).
   std::unique_ptr<ArrayReader> Reader(const ArrayEntry& entry) const;
+  // Bytes the array occupies on disk: its directory without OCDBT, the sum
+  // of its values (metadata and chunks) in the database with OCDBT.
+  uint64_t StoredBytes(const ArrayEntry& entry) const;
+  // The item's keys and values, whichever way they are stored.
+  const KvStore& store() const { return *store_; }
+  // The OCDBT database (null without OCDBT).
+  const OcdbtReader* ocdbt() const { return ocdbt_; }
 
  private:
   ItemLocation location_;
@@ -145,13 +160,24 @@ class ItemReader {
   bool uses_ocdbt_ = false;
   nlohmann::json checkpoint_metadata_;
   std::unique_ptr<KvStore> store_;
+  const OcdbtReader* ocdbt_ = nullptr;  // store_, when it is one
   std::vector<ArrayEntry> arrays_;
 };
 
 struct WriteOptions {
-  bool ocdbt = false;  // not supported yet: Create() fails with Unsupported
-  bool zarr3 = true;   // zarr v2 output is not supported yet
+  // One OCDBT database at the item directory (what Orbax and MaxText write
+  // by default); false: one file per key below the item directory.
+  bool ocdbt = false;
+  // zarr v3 arrays (MaxText's default); false: zarr v2 (Orbax's v0 API
+  // default).
+  bool zarr3 = true;
   int64_t step = 0;
+  // OCDBT only: data files roll over past this size (Orbax's
+  // ocdbt_target_data_file_size) and B+tree nodes split at this estimated
+  // size (TensorStore's max_decoded_node_bytes, as Orbax configures it).
+  // Tests lower them to get several data files and interior nodes.
+  uint64_t ocdbt_target_data_file_size = uint64_t{2} << 30;
+  uint32_t ocdbt_max_decoded_node_bytes = 100000000;
   // Where `root` will live once the caller renames it into place; only used
   // for the informational text of commit_success.txt. Empty: `root` itself.
   std::filesystem::path final_root;
@@ -159,9 +185,14 @@ struct WriteOptions {
 
 // Writes a MaxText-style checkpoint below `root`: <root>/<step>/items/...
 // Arrays are declared first (AddArray writes their metadata), chunks are then
-// written in any order from any thread, and Finish() writes _METADATA, the
-// step's _CHECKPOINT_METADATA and commit_success.txt files. `root` should be
-// a staging directory that the caller renames into place afterwards.
+// written in any order from any thread, and Finish() writes, in this order,
+// the OCDBT B+tree and manifest.ocdbt (with OCDBT), _METADATA, the step's
+// _CHECKPOINT_METADATA and commit_success.txt files. `root` should be a
+// staging directory that the caller renames into place afterwards.
+//
+// With OCDBT a chunk value larger than 1024 bytes goes to a data file as
+// soon as WriteChunk() encodes it (memory does not grow with the model);
+// smaller values (array metadata, tiny chunks) are kept until Finish().
 class CheckpointWriter {
  public:
   static Result<std::unique_ptr<CheckpointWriter>> Create(const std::filesystem::path& root,
@@ -193,6 +224,7 @@ class CheckpointWriter {
   std::filesystem::path step_dir_;
   std::filesystem::path item_dir_;
   std::unique_ptr<KvStore> store_;
+  OcdbtWriter* ocdbt_ = nullptr;  // store_, when writing OCDBT
   std::mutex mutex_;
   std::map<std::string, ArrayMetadata> arrays_;
   std::vector<LeafMetadata> leaves_;

@@ -71,13 +71,25 @@ ZstdContexts& Contexts() {
   return contexts;
 }
 
-Status ZstdCompressAppend(std::string_view input, int level, std::string& out) {
+Status ZstdCompressAppend(std::string_view input, int level, std::string& out,
+                          bool record_size = true) {
   const size_t start = out.size();
   out.resize(start + ZSTD_compressBound(input.size()));
-  // ZSTD_compressCCtx records the content size in the frame header, as
-  // TensorStore's zarr3 zstd codec does.
-  const size_t n = ZSTD_compressCCtx(Contexts().cctx.get(), out.data() + start, out.size() - start,
-                                     input.data(), input.size(), level);
+  ZSTD_CCtx* cctx = Contexts().cctx.get();
+  size_t n;
+  if (record_size) {
+    // ZSTD_compressCCtx records the content size in the frame header, as
+    // TensorStore's zarr3 zstd codec does.
+    n = ZSTD_compressCCtx(cctx, out.data() + start, out.size() - start, input.data(), input.size(),
+                          level);
+  } else {
+    // TensorStore's zarr v2 zstd compressor writes frames without it.
+    ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0);
+    n = ZSTD_compress2(cctx, out.data() + start, out.size() - start, input.data(), input.size());
+    ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+  }
   if (ZSTD_isError(n)) {
     return Internal(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
   }
@@ -492,6 +504,24 @@ ArrayMetadata ArrayMetadata::ForWrite(DType dtype, Shape shape, Shape chunk_shap
   return m;
 }
 
+ArrayMetadata ArrayMetadata::ForWriteZarr2(DType dtype, Shape shape, Shape chunk_shape) {
+  ArrayMetadata m;
+  m.format = ZarrFormat::kV2;
+  m.dtype = dtype;
+  m.shape = std::move(shape);
+  m.chunk_shape = std::move(chunk_shape);
+  m.inner_chunk_shape = m.chunk_shape;
+  m.zstd = true;
+  m.zstd_level = 1;
+  m.index_crc32c = false;
+  m.sharded = false;
+  // Orbax sets no fill value; TensorStore then writes null (and reads
+  // missing chunks as zeros).
+  m.fill_value = nullptr;
+  m.v2_separator = '.';
+  return m;
+}
+
 Result<ArrayMetadata> ArrayMetadata::ParseZarr3(std::string_view json_text,
                                                 std::string_view label) {
   CKB_ASSIGN_OR_RETURN(json root, ParseJson(json_text, label));
@@ -706,6 +736,27 @@ std::string ArrayMetadata::ToZarr3Json() const {
   return root.dump();
 }
 
+std::string ArrayMetadata::ToZarr2Json() const {
+  json compressor = nullptr;
+  if (zstd) compressor = {{"id", "zstd"}, {"level", zstd_level}};
+  const json root = {
+      {"chunks", chunk_shape},
+      {"compressor", compressor},
+      {"dimension_separator", std::string(1, v2_separator)},
+      {"dtype", std::string(ZarrV2Name(dtype))},
+      {"fill_value", fill_value},
+      {"filters", nullptr},
+      {"order", "C"},
+      {"shape", shape},
+      {"zarr_format", 2},
+  };
+  return root.dump();
+}
+
+std::string ArrayMetadata::ToJson() const {
+  return format == ZarrFormat::kV3 ? ToZarr3Json() : ToZarr2Json();
+}
+
 std::string_view ArrayMetadata::MetadataKey() const {
   return format == ZarrFormat::kV3 ? "zarr.json" : ".zarray";
 }
@@ -746,7 +797,10 @@ Result<std::string> EncodeChunk(const ArrayMetadata& metadata, std::string_view 
                            std::string(ZarrName(metadata.dtype)));
   }
   auto encode_one = [&](std::string_view bytes, std::string& out) -> Status {
-    if (metadata.zstd) return ZstdCompressAppend(bytes, metadata.zstd_level, out);
+    if (metadata.zstd) {
+      return ZstdCompressAppend(bytes, metadata.zstd_level, out,
+                                metadata.format == ZarrFormat::kV3);
+    }
     out.append(bytes);
     return Status::Ok();
   };

@@ -9,7 +9,8 @@
 // the index. Current Orbax uses inner chunk == outer chunk (one inner chunk
 // per shard); older Orbax wrote several; both are read.
 //
-// zarr v2 (`.zarray`): one zstd frame (level 1) per chunk, keys `0.1`.
+// zarr v2 (`.zarray`): one zstd frame (level 1) per chunk, keys `0.1`
+// (`0` for rank 0).
 //
 // Exact formats: shared/docs/orbax-format.md §3.
 #ifndef CKPTBRIDGE_HOST_FORMATS_ORBAX_ZARR_H_
@@ -51,6 +52,9 @@ struct ArrayMetadata {
   // The metadata Orbax/TensorStore writes for a new array: zarr v3, one inner
   // chunk per shard, zstd level 3, CRC-32C index, fill value 0.
   static ArrayMetadata ForWrite(DType dtype, Shape shape, Shape chunk_shape);
+  // The same for zarr v2 (Orbax's use_zarr3=False): zstd level 1, fill
+  // value null, C order, no filters, "." separator.
+  static ArrayMetadata ForWriteZarr2(DType dtype, Shape shape, Shape chunk_shape);
 
   // Parses `zarr.json` / `.zarray` text. `label` starts every error message.
   // Refuses what it cannot decode (other codecs, big-endian, 'F' order,
@@ -61,6 +65,13 @@ struct ArrayMetadata {
   // The `zarr.json` text, byte for byte as TensorStore writes it (compact,
   // keys sorted).
   std::string ToZarr3Json() const;
+  // The `.zarray` text, byte for byte as TensorStore writes it, e.g.
+  // {"chunks":[8],"compressor":{"id":"zstd","level":1},"dimension_separator":".",
+  //  "dtype":"<i4","fill_value":null,"filters":null,"order":"C","shape":[8],
+  //  "zarr_format":2}
+  std::string ToZarr2Json() const;
+  // ToZarr3Json() or ToZarr2Json(), by `format`: the text stored at MetadataKey().
+  std::string ToJson() const;
 
   // "zarr.json" or ".zarray".
   std::string_view MetadataKey() const;
@@ -74,6 +85,8 @@ struct ArrayMetadata {
 };
 
 // Encodes one full chunk (ChunkBytes() bytes, C order) into the value to store.
+// zstd frames are TensorStore's: v3 frames record their content size, v2
+// frames do not (both byte-identical to TensorStore's with libzstd 1.5).
 Result<std::string> EncodeChunk(const ArrayMetadata& metadata, std::string_view chunk_bytes);
 
 // Decodes a stored value into the chunk's ChunkBytes() bytes. Missing inner

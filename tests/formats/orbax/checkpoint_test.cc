@@ -225,24 +225,144 @@ TEST(LegacyFixtureTest, ReadsNonOcdbtZarr2Item) {
   EXPECT_THAT(part, ElementsAre(6, 8, 10, 12, 14));
 }
 
-TEST(OcdbtFixtureTest, RefusedWithAClearUnsupportedError) {
-  const fs::path paths[] = {
-      CompatFixture("v0_checkpoints", "direct_checkpoint"),
-      CompatFixture("v0_checkpoints", "composite_checkpoint"),
-      CompatFixture("v1_checkpoints", "composite_checkpoint"),
-      CompatFixture("v1_checkpoints", "composite_checkpoint") / "state",
-      OrbaxFixture("orbax-compat/v0_checkpoints/direct_checkpoint/critical_metadata_alterations/"
-                   "missing_pytree_data_file_manifest.ocdbt"),
-      // _METADATA without use_ocdbt: detected from manifest.ocdbt.
-      OrbaxFixture("tunix-sft-step1"),
-  };
-  for (const fs::path& path : paths) {
-    Result<std::unique_ptr<ItemReader>> item = ItemReader::Open(path);
-    ASSERT_FALSE(item.ok()) << path;
-    EXPECT_EQ(item.status().code(), StatusCode::kUnsupported) << path;
-    EXPECT_THAT(item.status().message(), HasSubstr("OCDBT database")) << path;
-    EXPECT_THAT(item.status().message(), HasSubstr("cannot read yet")) << path;
+// The OCDBT fixtures, read through ItemReader with their exact values.
+// TensorStore wrote them: an OCDBT database at the item directory (merged
+// from ocdbt.process_0), zarr v2 or v3 arrays.
+
+const fs::path kMissingManifestFixture = OrbaxFixture(
+    "orbax-compat/v0_checkpoints/direct_checkpoint/critical_metadata_alterations/"
+    "missing_pytree_data_file_manifest.ocdbt");
+
+// `a` = int32 0..7 and `b.c` = int32 [1, 2, 3], as Orbax's compatibility
+// checkpoints hold them.
+void ExpectCompatArrays(const ItemReader& item) {
+  EXPECT_THAT(Names(item), ElementsAre("a", "b.c"));
+  const ItemReader::ArrayEntry* a = item.Find("a");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->metadata.dtype, DType::kI32);
+  EXPECT_EQ(a->metadata.shape, Shape{8});
+  EXPECT_EQ(a->metadata.chunk_shape, Shape{8});
+  EXPECT_EQ(a->leaf->value_type, "jax.Array");
+  EXPECT_EQ(a->leaf->write_shape, Shape{8});
+  EXPECT_THAT(ReadAll<int32_t>(item, "a"), ElementsAre(0, 1, 2, 3, 4, 5, 6, 7));
+  EXPECT_THAT(ReadAll<int32_t>(item, "b.c"), ElementsAre(1, 2, 3));
+  std::vector<int32_t> part(3);
+  ASSERT_TRUE(item.Reader(*a)->ReadRegion({4}, {3}, part.data()).ok());
+  EXPECT_THAT(part, ElementsAre(4, 5, 6));
+}
+
+TEST(OcdbtFixtureTest, ReadsV0DirectCheckpoint) {
+  const fs::path dir = CompatFixture("v0_checkpoints", "direct_checkpoint");
+  std::unique_ptr<ItemReader> item = OpenOrFail(dir);
+  ASSERT_NE(item, nullptr);
+  EXPECT_EQ(item->location().item_dir, dir);
+  EXPECT_TRUE(item->location().step_dir.empty());
+  EXPECT_TRUE(item->uses_ocdbt());
+  EXPECT_FALSE(item->uses_zarr3());
+  EXPECT_EQ(item->tree().use_ocdbt, true);
+  EXPECT_TRUE(item->tree().store_array_data_equal_to_fill_value);
+  ExpectCompatArrays(*item);
+  // The top-level database (one generation), not ocdbt.process_0 (four).
+  ASSERT_NE(item->ocdbt(), nullptr);
+  EXPECT_EQ(item->ocdbt()->manifest_path(), dir / "manifest.ocdbt");
+  EXPECT_EQ(item->ocdbt()->version().generation, 1u);
+  // What `inspect` shows as stored bytes: .zarray + the chunk.
+  EXPECT_EQ(item->StoredBytes(*item->Find("a")), 164u + 41);
+  EXPECT_EQ(item->StoredBytes(*item->Find("b.c")), 164u + 21);
+  EXPECT_EQ(item->store().Describe("a/0"), dir.string() + " OCDBT key 'a/0'");
+}
+
+TEST(OcdbtFixtureTest, ReadsCompositeCheckpointsZarr2AndZarr3) {
+  for (const char* version : {"v0_checkpoints", "v1_checkpoints"}) {
+    SCOPED_TRACE(version);
+    const fs::path dir = CompatFixture(version, "composite_checkpoint");
+    std::unique_ptr<ItemReader> item = OpenOrFail(dir);
+    ASSERT_NE(item, nullptr);
+    EXPECT_EQ(item->location().item_dir, dir / "state");
+    EXPECT_EQ(item->location().step_dir, dir);
+    EXPECT_TRUE(item->uses_ocdbt());
+    const bool v1 = std::string(version) == "v1_checkpoints";
+    EXPECT_EQ(item->uses_zarr3(), v1);
+    ExpectCompatArrays(*item);
+    EXPECT_FALSE(item->checkpoint_metadata().is_null());
+    if (v1) {
+      EXPECT_EQ(item->Find("a")->metadata.format, ZarrFormat::kV3);
+      EXPECT_EQ(item->StoredBytes(*item->Find("a")), 480u + 61);
+    }
   }
+}
+
+TEST(OcdbtFixtureTest, ReadsTunixTwoDimensionalFloat32Chunks) {
+  // _METADATA has no use_ocdbt: manifest.ocdbt says it.
+  std::unique_ptr<ItemReader> item = OpenOrFail(OrbaxFixture("tunix-sft-step1"));
+  ASSERT_NE(item, nullptr);
+  EXPECT_FALSE(item->tree().use_ocdbt.has_value());
+  EXPECT_TRUE(item->uses_ocdbt());
+  EXPECT_FALSE(item->uses_zarr3());
+  EXPECT_THAT(Names(*item),
+              ElementsAre("w1.bias.value", "w1.kernel.value", "w2.bias.value", "w2.kernel.value"));
+  const ItemReader::ArrayEntry* w1 = item->Find("w1.kernel.value");
+  ASSERT_NE(w1, nullptr);
+  EXPECT_EQ(w1->metadata.dtype, DType::kF32);
+  EXPECT_EQ(w1->metadata.shape, (Shape{2, 4}));
+  EXPECT_EQ(w1->metadata.chunk_shape, (Shape{1, 2}));
+  EXPECT_THAT(ReadAll<float>(*item, "w1.kernel.value"),
+              ElementsAre(0.7567299008369446f, -0.685700535774231f, -0.5688337087631226f,
+                          -0.8757604956626892f, -0.6599427461624146f, 0.44935086369514465f,
+                          0.5507537722587585f, -0.7722851037979126f));
+  // Chunks [2, 1] of a [4, 2] array: each chunk is a column pair.
+  EXPECT_THAT(ReadAll<float>(*item, "w2.kernel.value"),
+              ElementsAre(0.6797945499420166f, 0.7079945802688599f, -0.22166717052459717f,
+                          -0.414703905582428f, 0.20622818171977997f, 0.010248427279293537f,
+                          0.3101186454296112f, -0.40491563081741333f));
+  EXPECT_THAT(ReadAll<float>(*item, "w1.bias.value"), ElementsAre(0, 0, 0, 0));
+  EXPECT_THAT(ReadAll<float>(*item, "w2.bias.value"), ElementsAre(0, 0));
+  std::vector<float> corner(2);
+  ASSERT_TRUE(item->Reader(*w1)->ReadRegion({1, 1}, {1, 2}, corner.data()).ok());
+  EXPECT_THAT(corner, ElementsAre(0.44935086369514465f, 0.5507537722587585f));
+}
+
+TEST(OcdbtFixtureTest, MissingTopLevelManifestSaysSo) {
+  // Orbax refuses this checkpoint; ocdbt.process_0/manifest.ocdbt is intact,
+  // but Orbax never reads it instead, and neither do we.
+  Result<std::unique_ptr<ItemReader>> item = ItemReader::Open(kMissingManifestFixture);
+  ASSERT_FALSE(item.ok());
+  EXPECT_EQ(item.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(item.status().message(),
+            (kMissingManifestFixture / "manifest.ocdbt").string() +
+                ": no such file, but _METADATA says the arrays are in an OCDBT database "
+                "(use_ocdbt) whose manifest this must be; ocdbt.process_0 exist, but Orbax reads "
+                "only the top-level database (the checkpoint was not finalized, or its manifest "
+                "was deleted)");
+}
+
+TEST(OcdbtFixtureTest, WithoutUseOcdbtAndManifestTheArraysAreMissing) {
+  ScratchDir dir;
+  fs::copy(OrbaxFixture("tunix-sft-step1"), dir / "ckpt", fs::copy_options::recursive);
+  fs::remove(dir / "ckpt/model_params/manifest.ocdbt");
+  Result<std::unique_ptr<ItemReader>> item = ItemReader::Open(dir / "ckpt");
+  ASSERT_FALSE(item.ok());
+  EXPECT_EQ(item.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(item.status().message(),
+            (dir / "ckpt/model_params/w1.bias.value/.zarray").string() +
+                ": metadata of array 'w1.bias.value' listed in _METADATA is missing "
+                "(ocdbt.process_0 exist, but there is no manifest.ocdbt: an unfinished OCDBT "
+                "checkpoint?)");
+}
+
+TEST(OcdbtFixtureTest, CorruptNodeIsDataLossNamingTheFile) {
+  ScratchDir dir;
+  fs::copy(CompatFixture("v0_checkpoints", "direct_checkpoint"), dir / "item",
+           fs::copy_options::recursive);
+  const fs::path node = dir / "item/d/9f51d9b77c0c771353c577b65dc7bba5";
+  std::string bytes = ReadBytes(node);
+  bytes[100] ^= 1;
+  WriteBytes(node, bytes);
+  Result<std::unique_ptr<ItemReader>> item = ItemReader::Open(dir / "item");
+  ASSERT_FALSE(item.ok());
+  EXPECT_EQ(item.status().code(), StatusCode::kDataLoss);
+  EXPECT_THAT(item.status().message(), StartsWith(node.string() + " at [0, +240): CRC-32C "
+                                                                  "mismatch"));
 }
 
 TEST(OcdbtFixtureTest, ResolvesCompositeItems) {
@@ -626,22 +746,196 @@ TEST_F(RoundTripTest, MissingArrayMetadataNamesTheFile) {
 }
 
 // ---------------------------------------------------------------------------
-// Writer contract
+// All four storage variants: OCDBT on/off x zarr v3/v2
 
-TEST(CheckpointWriterTest, RefusesWhatItCannotWrite) {
-  ScratchDir dir;
-  WriteOptions ocdbt;
-  ocdbt.ocdbt = true;
-  Result<std::unique_ptr<CheckpointWriter>> writer = CheckpointWriter::Create(dir.path(), ocdbt);
-  EXPECT_EQ(writer.status().code(), StatusCode::kUnsupported);
-  EXPECT_THAT(writer.status().message(), HasSubstr("writing OCDBT is not supported yet"));
-  WriteOptions zarr2;
-  zarr2.zarr3 = false;
-  writer = CheckpointWriter::Create(dir.path(), zarr2);
-  EXPECT_EQ(writer.status().code(), StatusCode::kUnsupported);
-  EXPECT_THAT(writer.status().message(), HasSubstr("writing zarr v2 is not supported yet"));
-  EXPECT_FALSE(fs::exists(dir / "0"));
+struct Variant {
+  bool ocdbt;
+  bool zarr3;
+};
+
+std::string VariantName(const ::testing::TestParamInfo<Variant>& info) {
+  return std::string(info.param.ocdbt ? "Ocdbt" : "Files") + (info.param.zarr3 ? "Zarr3" : "Zarr2");
 }
+
+// An array of pseudo-random values in [-1, 1): its chunks do not compress
+// below 1024 bytes, so with OCDBT they are stored out of line.
+SourceArray NoiseArray(std::vector<std::string> keys, DType dtype, Shape shape, Shape chunk_shape,
+                       uint32_t seed) {
+  SourceArray a{std::move(keys), dtype, std::move(shape), std::move(chunk_shape), {}};
+  const size_t n = static_cast<size_t>(NumElementsUnchecked(a.shape));
+  std::vector<float> values(n);
+  uint32_t x = seed;
+  for (float& v : values) {
+    x = x * 1664525u + 1013904223u;
+    v = static_cast<float>(x >> 8) / static_cast<float>(1 << 23) - 1.0f;
+  }
+  a.bytes.resize(n * DTypeSize(dtype));
+  EXPECT_TRUE(FromF32(dtype, values.data(), a.bytes.data(), n).ok());
+  return a;
+}
+
+class StorageVariantTest : public ::testing::TestWithParam<Variant> {
+ protected:
+  void SetUp() override {
+    arrays_ = {
+        MakeArray({"params", "params", "decoder", "x"}, DType::kBF16, {4, 3, 5}, {4, 1, 5}, 0),
+        MakeArray({"params", "params", "decoder", "layers", "w"}, DType::kF32, {2, 6, 4, 3},
+                  {1, 4, 4, 2}, 1),
+        // Multi-chunk arrays whose chunks (6 KiB and 3 KiB) go out of line,
+        // with partial edge chunks.
+        NoiseArray({"params", "params", "token_embedder", "embedding"}, DType::kF32, {70, 50},
+                   {32, 48}, 7),
+        NoiseArray({"params", "params", "decoder", "mlp", "wi"}, DType::kBF16, {96, 64}, {48, 32},
+                   11),
+    };
+    WriteOptions options;
+    options.ocdbt = GetParam().ocdbt;
+    options.zarr3 = GetParam().zarr3;
+    // Several data files and B+tree levels even for this small item.
+    options.ocdbt_target_data_file_size = 8 << 10;
+    options.ocdbt_max_decoded_node_bytes = 600;
+    Result<std::unique_ptr<CheckpointWriter>> writer = CheckpointWriter::Create(root(), options);
+    ASSERT_TRUE(writer.ok()) << writer.status().message();
+    for (const SourceArray& a : arrays_) WriteArray(**writer, a);
+    if (options.ocdbt) {
+      // Large chunks are in data files already; nothing names them yet.
+      EXPECT_GT(DirectoryBytes(item_dir() / "d"), 15000u);
+      EXPECT_FALSE(fs::exists(item_dir() / "manifest.ocdbt"));
+    }
+    ASSERT_TRUE((*writer)->AddScalar({"step"}, 1234).ok());
+    ASSERT_TRUE((*writer)->AddEmptyDict({"opt_state"}).ok());
+    Status finished = (*writer)->Finish({{"scan_layers", true}});
+    ASSERT_TRUE(finished.ok()) << finished.message();
+  }
+
+  fs::path root() const { return dir_ / "ckpt"; }
+  fs::path item_dir() const { return root() / "0" / "items"; }
+
+  ScratchDir dir_;
+  std::vector<SourceArray> arrays_;
+};
+
+TEST_P(StorageVariantTest, EveryValueReadsBack) {
+  std::unique_ptr<ItemReader> item = OpenOrFail(root());
+  ASSERT_NE(item, nullptr);
+  EXPECT_EQ(item->uses_ocdbt(), GetParam().ocdbt);
+  EXPECT_EQ(item->uses_zarr3(), GetParam().zarr3);
+  EXPECT_EQ(item->ocdbt() != nullptr, GetParam().ocdbt);
+  EXPECT_THAT(Names(*item), ElementsAre("params.params.decoder.layers.w",
+                                        "params.params.decoder.mlp.wi", "params.params.decoder.x",
+                                        "params.params.token_embedder.embedding", "step"));
+  for (const SourceArray& a : arrays_) {
+    SCOPED_TRACE(a.name());
+    const ItemReader::ArrayEntry* entry = item->Find(a.name());
+    ASSERT_NE(entry, nullptr);
+    EXPECT_EQ(entry->metadata.format, GetParam().zarr3 ? ZarrFormat::kV3 : ZarrFormat::kV2);
+    EXPECT_EQ(entry->metadata.dtype, a.dtype);
+    EXPECT_EQ(entry->metadata.shape, a.shape);
+    EXPECT_EQ(entry->metadata.chunk_shape, a.chunk_shape);
+    std::unique_ptr<ArrayReader> reader = item->Reader(*entry);
+    std::string all(a.bytes.size(), '\1');
+    ASSERT_TRUE(
+        reader->ReadRegion(std::vector<int64_t>(a.shape.size(), 0), a.shape, all.data()).ok());
+    EXPECT_TRUE(all == a.bytes);
+    // A box across chunk edges.
+    if (a.shape.size() == 2) {
+      const std::vector<int64_t> origin = {a.shape[0] / 3, a.shape[1] / 4};
+      const Shape extent = {a.shape[0] / 2, a.shape[1] / 2};
+      const size_t element = DTypeSize(a.dtype);
+      std::string expected(static_cast<size_t>(NumElementsUnchecked(extent)) * element, '\0');
+      std::string got(expected.size(), '\1');
+      CopyBox(a.bytes.data(), a.shape, origin, expected.data(), extent, {0, 0}, extent, element);
+      ASSERT_TRUE(reader->ReadRegion(origin, extent, got.data()).ok());
+      EXPECT_TRUE(got == expected);
+    }
+    EXPECT_GT(item->StoredBytes(*entry), 0u);
+  }
+  EXPECT_THAT(ReadAll<int64_t>(*item, "step"), ElementsAre(1234));
+}
+
+TEST_P(StorageVariantTest, StoresWhatOrbaxExpects) {
+  const Variant v = GetParam();
+  const json metadata = json::parse(ReadBytes(item_dir() / "_METADATA"));
+  EXPECT_EQ(metadata["use_ocdbt"], v.ocdbt);
+  EXPECT_EQ(metadata["use_zarr3"], v.zarr3);
+  EXPECT_EQ(metadata["store_array_data_equal_to_fill_value"], true);
+  EXPECT_TRUE(fs::exists(item_dir() / "commit_success.txt"));
+  EXPECT_TRUE(fs::exists(root() / "0" / "_CHECKPOINT_METADATA"));
+  std::unique_ptr<ItemReader> item = OpenOrFail(root());
+  ASSERT_NE(item, nullptr);
+  const KvStore& store = item->store();
+
+  // Keys as TensorStore names them, in either storage.
+  const std::string x = "params.params.decoder.x/";
+  if (v.zarr3) {
+    EXPECT_TRUE(*store.Contains(x + "zarr.json"));
+    EXPECT_TRUE(*store.Contains(x + "c/0/2/0"));
+    EXPECT_TRUE(*store.Contains("step/c"));
+    EXPECT_EQ(ValueOrFail(store.Read(x + "zarr.json")),
+              ArrayMetadata::ForWrite(DType::kBF16, {4, 3, 5}, {4, 1, 5}).ToZarr3Json());
+  } else {
+    EXPECT_TRUE(*store.Contains(x + "0.2.0"));
+    EXPECT_TRUE(*store.Contains("step/0"));
+    EXPECT_FALSE(*store.Contains(x + "zarr.json"));
+    EXPECT_EQ(ValueOrFail(store.Read(x + ".zarray")),
+              "{\"chunks\":[4,1,5],\"compressor\":{\"id\":\"zstd\",\"level\":1},"
+              "\"dimension_separator\":\".\",\"dtype\":\"bfloat16\",\"fill_value\":null,"
+              "\"filters\":null,\"order\":\"C\",\"shape\":[4,3,5],\"zarr_format\":2}");
+    EXPECT_EQ(ValueOrFail(store.Read("step/.zarray")),
+              "{\"chunks\":[],\"compressor\":{\"id\":\"zstd\",\"level\":1},"
+              "\"dimension_separator\":\".\",\"dtype\":\"<i8\",\"fill_value\":null,"
+              "\"filters\":null,\"order\":\"C\",\"shape\":[],\"zarr_format\":2}");
+  }
+
+  if (!v.ocdbt) {
+    EXPECT_FALSE(fs::exists(item_dir() / "manifest.ocdbt"));
+    EXPECT_FALSE(fs::exists(item_dir() / "d"));
+    EXPECT_TRUE(fs::is_directory(item_dir() / "params.params.decoder.x"));
+    return;
+  }
+  // One database at the item directory, nothing else.
+  std::vector<std::string> entries;
+  for (const auto& e : fs::directory_iterator(item_dir())) {
+    entries.push_back(e.path().filename().string());
+  }
+  std::sort(entries.begin(), entries.end());
+  EXPECT_THAT(entries, ElementsAre("_METADATA", "commit_success.txt", "d", "manifest.ocdbt"));
+  const OcdbtReader* db = item->ocdbt();
+  ASSERT_NE(db, nullptr);
+  EXPECT_EQ(db->manifest().config.max_decoded_node_bytes, 600u);
+  EXPECT_EQ(db->manifest().config.max_inline_value_bytes, 1024u);
+  EXPECT_GE(db->version().root_height, 1);
+  size_t data_files = 0;
+  for (const auto& e : fs::directory_iterator(item_dir() / "d")) {
+    EXPECT_THAT(e.path().filename().string(), ::testing::MatchesRegex("[0-9a-f]{32}"));
+    ++data_files;
+  }
+  EXPECT_GE(data_files, 3u);
+  // Metadata inline, big chunks out of line, every key counted.
+  EXPECT_FALSE(ValueOrFail(db->Locate(x + (v.zarr3 ? "zarr.json" : ".zarray"))).out_of_line);
+  const std::string big_chunk =
+      std::string("params.params.token_embedder.embedding/") + (v.zarr3 ? "c/1/0" : "1.0");
+  EXPECT_TRUE(ValueOrFail(db->Locate(big_chunk)).out_of_line);
+  size_t keys = 0;
+  for (const SourceArray& a : arrays_) {
+    keys += 1 + static_cast<size_t>(NumElementsUnchecked(
+                    ArrayMetadata::ForWrite(a.dtype, a.shape, a.chunk_shape).ChunkGrid()));
+  }
+  keys += 2;  // step: metadata and its one chunk
+  EXPECT_EQ(db->version().statistics.num_keys, keys);
+  EXPECT_EQ(db->ListKeys().size(), keys);
+  // The manifest was written before _METADATA.
+  EXPECT_LE(fs::last_write_time(item_dir() / "manifest.ocdbt"),
+            fs::last_write_time(item_dir() / "_METADATA"));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFour, StorageVariantTest,
+                         ::testing::Values(Variant{false, true}, Variant{false, false},
+                                           Variant{true, true}, Variant{true, false}),
+                         VariantName);
+
+// ---------------------------------------------------------------------------
+// Writer contract
 
 TEST(CheckpointWriterTest, ValidatesKeysChunksAndCompleteness) {
   ScratchDir dir;

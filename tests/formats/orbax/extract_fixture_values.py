@@ -2,8 +2,9 @@
 """Extracts real TensorStore-written zarr values from the OCDBT fixtures.
 
 The Orbax fixtures in tests/data/fixtures/orbax (orbax-compat/, tunix-sft-step1/)
-store their arrays in OCDBT databases. This version of ckptbridge cannot read OCDBT yet, but its
-zarr codecs must still be tested against bytes that TensorStore wrote. Every
+store their arrays in OCDBT databases. The zarr codec tests (zarr_test.cc) check
+the codecs against bytes that TensorStore wrote without going through the OCDBT
+reader, and ocdbt_test.cc checks that the reader returns these same bytes. Every
 value in these tiny fixtures is stored inline in a single B+tree leaf node
 (`<item>/d/<hex>`), so this one-off script decodes that node (envelope:
 shared/docs/orbax-format.md §4.3, leaf layout §4.8) and writes the chosen

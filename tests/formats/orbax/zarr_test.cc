@@ -259,6 +259,55 @@ TEST(ForWriteTest, TensorStoreConventionsPerDType) {
   EXPECT_EQ(scalar.ChunkBytes(), 8u);
 }
 
+// zarr v2 as TensorStore writes it for Orbax: the fixtures' .zarray text
+// and chunk bytes are reproduced exactly.
+TEST(ForWriteZarr2Test, ReproducesTensorStoreBytes) {
+  const ArrayMetadata a = ArrayMetadata::ForWriteZarr2(DType::kI32, {8}, {8});
+  EXPECT_EQ(a.ToZarr2Json(), ReadBytes(Extracted("v0_a.zarray")));
+  EXPECT_EQ(a.ToJson(), a.ToZarr2Json());
+  EXPECT_EQ(a.MetadataKey(), ".zarray");
+  EXPECT_EQ(ValueOrFail(EncodeChunk(a, AsBytes(ZeroToSeven()))),
+            ReadBytes(Extracted("v0_a_0.bin")));
+
+  FileKvStore tunix(Extracted("tunix"));
+  const ArrayMetadata w = ArrayMetadata::ForWriteZarr2(DType::kF32, {2, 4}, {1, 2});
+  EXPECT_EQ(w.ToZarr2Json(), *tunix.Read("w1.kernel.value/.zarray"));
+  for (const char* key : {"0.0", "0.1", "1.0", "1.1"}) {
+    const std::string stored = *tunix.Read(std::string("w1.kernel.value/") + key);
+    const std::string chunk = ValueOrFail(DecodeChunk(w, stored, key));
+    EXPECT_EQ(ValueOrFail(EncodeChunk(w, chunk)), stored) << key;
+  }
+}
+
+TEST(ForWriteZarr2Test, ConventionsAndRoundTrip) {
+  const ArrayMetadata bf16 = ArrayMetadata::ForWriteZarr2(DType::kBF16, {4, 3, 5}, {4, 1, 5});
+  EXPECT_EQ(bf16.ToZarr2Json(),
+            "{\"chunks\":[4,1,5],\"compressor\":{\"id\":\"zstd\",\"level\":1},"
+            "\"dimension_separator\":\".\",\"dtype\":\"bfloat16\",\"fill_value\":null,"
+            "\"filters\":null,\"order\":\"C\",\"shape\":[4,3,5],\"zarr_format\":2}");
+  EXPECT_EQ(bf16.ChunkKey({0, 2, 0}), "0.2.0");
+  const ArrayMetadata scalar = ArrayMetadata::ForWriteZarr2(DType::kI64, {}, {});
+  EXPECT_THAT(scalar.ToZarr2Json(), HasSubstr("\"chunks\":[],"));
+  EXPECT_EQ(scalar.ChunkKey({}), "0");
+  for (DType dtype :
+       {DType::kBF16, DType::kF32, DType::kF16, DType::kI64, DType::kU8, DType::kBool}) {
+    const ArrayMetadata m = ArrayMetadata::ForWriteZarr2(dtype, {7, 0, 3}, {2, 1, 3});
+    const std::string text = m.ToZarr2Json();
+    ArrayMetadata parsed = ValueOrFail(ArrayMetadata::ParseZarr2(text, "x"), text);
+    EXPECT_EQ(parsed.dtype, dtype);
+    EXPECT_EQ(parsed.shape, m.shape);
+    EXPECT_EQ(parsed.chunk_shape, m.chunk_shape);
+    EXPECT_EQ(parsed.zstd_level, 1);
+    EXPECT_TRUE(parsed.fill_value.is_null());
+    EXPECT_EQ(parsed.ToZarr2Json(), text);
+  }
+  // Frames without a content size, as TensorStore's v2 writer makes them.
+  const std::string chunk(4 * 1 * 5 * 2, '\x11');
+  const std::string frame = ValueOrFail(EncodeChunk(bf16, chunk));
+  EXPECT_EQ(ZSTD_getFrameContentSize(frame.data(), frame.size()), ZSTD_CONTENTSIZE_UNKNOWN);
+  EXPECT_EQ(ValueOrFail(DecodeChunk(bf16, frame, "x")), chunk);
+}
+
 TEST(ForWriteTest, ParseOfToZarr3JsonRoundTrips) {
   for (DType dtype : {DType::kBF16, DType::kF32, DType::kF16, DType::kI64, DType::kU8, DType::kBool,
                       DType::kF8E4M3}) {
