@@ -58,7 +58,8 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
        "checkpoint records")
       ("save-dtype", po::value<std::string>()->value_name("DTYPE"),
        "bfloat16 | float32 | float16 | source. To MaxText: default bfloat16 (as MaxText). "
-       "To HF: default the config's torch_dtype, else bfloat16. source keeps each tensor's dtype")
+       "To HF: default the config's torch_dtype, else bfloat16. source keeps each tensor's dtype "
+       "(dequantized FP8/MXFP4 tensors: bfloat16)")
       ("ocdbt", po::bool_switch(), "Write an OCDBT database (not supported yet)")
       ("no-ocdbt", po::bool_switch(),
        "Write each array as zarr3 files (the default in this version)")

@@ -314,6 +314,10 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
       mt.axis_meanings = out.axis_meanings;
       mt.stack_axes = shapes.stacked[i];
       mt.dtype = options.save_dtype.value_or(first_source_dtype.value_or(DType::kF32));
+      // A custom transform (dequantization) turns packed or 8-bit inputs into
+      // real values; "keep the source dtype" then means the model's working
+      // precision, bfloat16.
+      if (custom && !options.save_dtype && !WritableFromF32(mt.dtype)) mt.dtype = DType::kBF16;
       if (!WritableFromF32(mt.dtype)) {
         return InvalidArgument("--save-dtype source: '" + out.name + "' would be " +
                                std::string(ZarrName(mt.dtype)) +

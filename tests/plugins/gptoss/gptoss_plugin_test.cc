@@ -737,13 +737,16 @@ TEST(Mxfp4ConversionTest, ExpertsAreDequantizedInTheStreamAndExportedAsBf16) {
   EXPECT_TRUE(std::any_of(extreme.begin(), extreme.end(), [](float v) { return std::isinf(v); }));
   EXPECT_TRUE(std::any_of(extreme.begin(), extreme.end(), [](float v) { return std::isnan(v); }));
 
-  for (const auto& [scan, dtype] :
-       {std::pair<bool, std::string>{true, ""}, {false, "float32"}, {true, "float32"}}) {
+  for (const auto& [scan, dtype] : {std::pair<bool, std::string>{true, ""},
+                                    {false, "float32"},
+                                    {true, "float32"},
+                                    {false, "source"}}) {
     SCOPED_TRACE(std::string(scan ? "scanned " : "unscanned ") + (dtype.empty() ? "bf16" : dtype));
     const std::string name = std::string(scan ? "scanned-" : "unscanned-") + dtype;
     CliRun to_mt = RunCli(ConvertArgs("maxtext", scan, dtype, tmp / "src", tmp / name));
     ASSERT_EQ(to_mt.exit_code, 0) << to_mt.err;
-    // --save-dtype applies after dequantization.
+    // --save-dtype applies after dequantization; "source" keeps the
+    // bfloat16 tensors and writes the dequantized experts as bfloat16.
     const DType saved = dtype == "float32" ? DType::kF32 : DType::kBF16;
     ExpectSameTensors(ExpectedMaxText(src.logical, src.config, scan, saved),
                       testing::ReadOrbax(tmp / name));
