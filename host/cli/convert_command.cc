@@ -60,9 +60,13 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
        "bfloat16 | float32 | float16 | source. To MaxText: default bfloat16 (as MaxText). "
        "To HF: default the config's torch_dtype, else bfloat16. source keeps each tensor's dtype "
        "(dequantized FP8/MXFP4 tensors: bfloat16)")
-      ("ocdbt", po::bool_switch(), "Write an OCDBT database (not supported yet)")
+      ("ocdbt", po::bool_switch(),
+       "To MaxText: store the arrays in one OCDBT database per item (the default, as MaxText)")
       ("no-ocdbt", po::bool_switch(),
-       "Write each array as zarr3 files (the default in this version)")
+       "To MaxText: store each array in its own folder of files")
+      ("zarr3", po::bool_switch(), "To MaxText: zarr v3 arrays (the default, as MaxText)")
+      ("no-zarr3", po::bool_switch(),
+       "To MaxText: zarr v2 arrays (Orbax's use_zarr3=False)")
       ("max-shard-size", po::value<std::string>()->value_name("SIZE")->default_value("3GiB"),
        "To HF: largest safetensors shard, e.g. 3GiB, 5GB, 500MiB")
       ("hf-config", po::value<std::string>()->value_name("FILE"),
@@ -130,7 +134,13 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
   if (vars["ocdbt"].as<bool>() && vars["no-ocdbt"].as<bool>()) {
     return usage("--ocdbt and --no-ocdbt contradict each other");
   }
-  convert.ocdbt = vars["ocdbt"].as<bool>();
+  if (vars["ocdbt"].as<bool>()) convert.ocdbt = true;
+  if (vars["no-ocdbt"].as<bool>()) convert.ocdbt = false;
+  if (vars["zarr3"].as<bool>() && vars["no-zarr3"].as<bool>()) {
+    return usage("--zarr3 and --no-zarr3 contradict each other");
+  }
+  if (vars["zarr3"].as<bool>()) convert.zarr3 = true;
+  if (vars["no-zarr3"].as<bool>()) convert.zarr3 = false;
   if (vars.count("save-dtype")) convert.save_dtype = vars["save-dtype"].as<std::string>();
   Result<uint64_t> shard = ParseSize(vars["max-shard-size"].as<std::string>(), "--max-shard-size");
   if (!shard.ok()) return ReportError(err, "convert", shard.status());

@@ -196,7 +196,7 @@ int InspectOrbax(const fs::path& path, bool as_json, bool checksums, std::ostrea
     const std::string name = array.leaf->name();
     const uint64_t bytes =
         static_cast<uint64_t>(NumElementsUnchecked(md.shape)) * DTypeSize(md.dtype);
-    const uint64_t stored = item.uses_ocdbt() ? 0 : DirectoryBytes(item.location().item_dir / name);
+    const uint64_t stored = item.StoredBytes(array);
     total += bytes;
     stored_total += stored;
     std::vector<std::string> row = {name,

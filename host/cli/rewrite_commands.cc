@@ -58,8 +58,9 @@ int RunRewrite(const std::vector<std::string>& args, const std::string& command,
       ("help,h", "Show this help")
       ("scan-layers", po::bool_switch(), "Write stacked layers (MaxText scan_layers=true)")
       ("no-scan-layers", po::bool_switch(), "Write one tensor per layer (decoder.layers_N...)")
-      ("ocdbt", po::bool_switch(), "Write an OCDBT database")
-      ("no-ocdbt", po::bool_switch(), "Write each array as its own files (the default in this version)")
+      ("ocdbt", po::bool_switch(),
+       "Store the arrays in one OCDBT database (the default, as MaxText)")
+      ("no-ocdbt", po::bool_switch(), "Store each array in its own folder of files")
       ("zarr3", po::bool_switch(), "Write zarr v3 arrays (the default)")
       ("no-zarr3", po::bool_switch(), "Write zarr v2 arrays")
       ("hf-config", po::value<std::string>()->value_name("FILE"),
@@ -112,7 +113,7 @@ int RunRewrite(const std::vector<std::string>& args, const std::string& command,
   if (vars["zarr3"].as<bool>() && vars["no-zarr3"].as<bool>()) {
     return usage("--zarr3 and --no-zarr3 contradict each other");
   }
-  rewrite.storage.ocdbt = vars["ocdbt"].as<bool>();
+  rewrite.storage.ocdbt = !vars["no-ocdbt"].as<bool>();
   rewrite.storage.zarr3 = !vars["no-zarr3"].as<bool>();
   if (vars.count("hf-config")) rewrite.hf_config_file = vars["hf-config"].as<std::string>();
   if (vars.count("model")) rewrite.model_name = vars["model"].as<std::string>();

@@ -91,11 +91,6 @@ std::string RuleOptions(const ConvertOptions& convert, bool scan_layers) {
 
 Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegistry& plugins,
                                  const ConvertObserver& observer) {
-  if (options.ocdbt) {
-    return Unsupported(
-        "--ocdbt: writing OCDBT checkpoints is not supported yet; this version writes zarr3 "
-        "arrays without OCDBT (--no-ocdbt), which MaxText and Orbax restore as well");
-  }
   if (!options.hf_config_file.empty() || !options.model_name.empty() ||
       !options.tokenizer_dir.empty()) {
     return InvalidArgument(
@@ -132,11 +127,12 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   ReportIgnored(observer, plan);
   if (observer.planned) observer.planned(plan);
 
-  CKB_ASSIGN_OR_RETURN(StagedOutput staged,
-                       StagedOutput::Begin(options.destination, options.overwrite,
-                                                           StagedOutput::Kind::kOrbax));
+  CKB_ASSIGN_OR_RETURN(
+      StagedOutput staged,
+      StagedOutput::Begin(options.destination, options.overwrite, StagedOutput::Kind::kOrbax));
   orbax::WriteOptions write_options;
-  write_options.ocdbt = false;
+  write_options.ocdbt = options.ocdbt.value_or(true);
+  write_options.zarr3 = options.zarr3.value_or(true);
   write_options.final_root = staged.destination();
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::CheckpointWriter> writer,
                        orbax::CheckpointWriter::Create(staged.staging(), write_options));
@@ -195,26 +191,26 @@ Status CopyTokenizerFiles(const fs::path& from, const fs::path& to,
 
 Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry& plugins,
                             const ConvertObserver& observer) {
-  if (options.ocdbt) {
+  if (options.ocdbt || options.zarr3) {
     return InvalidArgument(
-        "--ocdbt/--no-ocdbt apply to --to maxtext; an Orbax source says itself "
-        "whether it uses OCDBT");
+        "--ocdbt/--no-ocdbt and --zarr3/--no-zarr3 apply to --to maxtext; an Orbax source says "
+        "itself how it is stored");
   }
   CKB_ASSIGN_OR_RETURN(MaxTextSource source, OpenMaxTextSource(options.source));
   const orbax::ItemReader* item = source.item.get();
   const json* record = source.record;
   bool scan = source.scan;
-  if (options.scan_layers && source.recorded_scan && *options.scan_layers != *source.recorded_scan) {
+  if (options.scan_layers && source.recorded_scan &&
+      *options.scan_layers != *source.recorded_scan) {
     return InvalidArgument(
         std::string(options.scan_layers.value() ? "--scan-layers" : "--no-scan-layers") +
         " contradicts the checkpoint, which records scan_layers=" +
         (*source.recorded_scan ? "true" : "false"));
   }
   if (options.scan_layers) scan = *options.scan_layers;
-  CKB_ASSIGN_OR_RETURN(
-      ModelChoice model,
-      IdentifyModel(source, options.hf_config_file, options.model_name, options.family, plugins,
-                    observer));
+  CKB_ASSIGN_OR_RETURN(ModelChoice model,
+                       IdentifyModel(source, options.hf_config_file, options.model_name,
+                                     options.family, plugins, observer));
   const LoadedPlugin* plugin = model.plugin;
   const std::string& model_type = model.model_type;
   const json& hf_config = model.hf_config;
@@ -248,7 +244,7 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
 
   CKB_ASSIGN_OR_RETURN(StagedOutput staged,
                        StagedOutput::Begin(options.destination, options.overwrite,
-                                                           StagedOutput::Kind::kHuggingFace));
+                                           StagedOutput::Kind::kHuggingFace));
   ExecuteOptions exec;
   exec.threads = options.threads;
   exec.progress = observer.progress;

@@ -44,7 +44,11 @@ struct ConvertOptions {
   // "bfloat16", "float32", "source", or empty for the default (to MaxText:
   // bfloat16, like MaxText; to HF: the HF config's torch_dtype, else bfloat16).
   std::string save_dtype;
-  bool ocdbt = false;
+  // To MaxText: the Orbax storage variant. Unset means MaxText's defaults:
+  // one OCDBT database per item, zarr v3 arrays. To HF: must stay unset (an
+  // Orbax source says itself how it is stored).
+  std::optional<bool> ocdbt;
+  std::optional<bool> zarr3;
   uint64_t max_shard_bytes = uint64_t{3} << 30;
   std::filesystem::path hf_config_file;  // to HF
   std::string model_name;                // to HF: a MaxText model name preset

@@ -69,8 +69,8 @@ TEST(HelpTest, EveryCommandExplainsItself) {
   }
   CliRun convert = RunCli({"convert", "--help"});
   for (const std::string flag :
-       {"--to", "--no-scan-layers", "--save-dtype", "--ocdbt", "--max-shard-size", "--hf-config",
-        "--model", "--tokenizer", "--overwrite", "--threads"}) {
+       {"--to", "--no-scan-layers", "--save-dtype", "--ocdbt", "--no-zarr3", "--max-shard-size",
+        "--hf-config", "--model", "--tokenizer", "--overwrite", "--threads"}) {
     EXPECT_TRUE(Contains(convert.out, flag)) << flag;
   }
   EXPECT_EQ(RunCli({"--version"}).exit_code, 0);
@@ -146,7 +146,7 @@ TEST(InspectTest, ListsAnOrbaxItemWithWhatWeRecorded) {
       0);
   CliRun run = RunCli({"inspect", (tmp / "mt" / "0" / "items").string()});
   ASSERT_EQ(run.exit_code, 0) << run.err;
-  EXPECT_TRUE(Contains(run.out, "storage   zarr3, no OCDBT")) << run.out;
+  EXPECT_TRUE(Contains(run.out, "storage   zarr3 in OCDBT")) << run.out;
   EXPECT_TRUE(Contains(run.out, "layers    scanned"));
   EXPECT_TRUE(Contains(run.out, "plugin llama 0.1.0"));
   EXPECT_TRUE(Contains(run.out, "base_emb_dim: 64"));
@@ -239,14 +239,27 @@ TEST(ConvertErrorsTest, AnOrbaxOutputLeftBehindByAKilledRunIsNeverRead) {
   EXPECT_EQ(engine::LeftoverStagingDirs(tmp / "mt").size(), 1u);
 }
 
-TEST(ConvertErrorsTest, OcdbtIsNotSupportedYet) {
+TEST(ConvertErrorsTest, StorageFlagsThatContradictOrDoNotApply) {
   TempDir tmp;
-  CliRun run =
-      RunCli({"convert", "--to", "maxtext", "--ocdbt", kLlama.string(), (tmp / "out").string()});
-  EXPECT_EQ(run.exit_code, 2);
-  EXPECT_TRUE(Contains(run.err, "--ocdbt: writing OCDBT checkpoints is not supported yet"))
-      << run.err;
-  EXPECT_FALSE(fs::exists(tmp / "out"));
+  const std::string out = (tmp / "out").string();
+  for (const auto& [flags, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--to", "maxtext", "--ocdbt", "--no-ocdbt"},
+            "--ocdbt and --no-ocdbt contradict each other"},
+           {{"--to", "maxtext", "--zarr3", "--no-zarr3"},
+            "--zarr3 and --no-zarr3 contradict each other"},
+           {{"--to", "hf", "--no-ocdbt"},
+            "--ocdbt/--no-ocdbt and --zarr3/--no-zarr3 apply to --to maxtext"},
+           {{"--to", "hf", "--zarr3"},
+            "--ocdbt/--no-ocdbt and --zarr3/--no-zarr3 apply to --to maxtext"}}) {
+    std::vector<std::string> args = {"convert"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.push_back(kLlama.string());
+    args.push_back(out);
+    CliRun run = RunCli(args);
+    EXPECT_EQ(run.exit_code, 2) << ::testing::PrintToString(flags);
+    EXPECT_TRUE(Contains(run.err, message)) << run.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
 }
 
 TEST(ConvertErrorsTest, BadSaveDtype) {

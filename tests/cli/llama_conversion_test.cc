@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 #include "host/base/file.h"
@@ -249,6 +250,87 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, RealFixtureTest,
                            }
                            return name;
                          });
+
+// Every Orbax storage variant (OCDBT on/off x zarr v3/v2), both scan layouts:
+// the MaxText values are the mapping's, `inspect` names the variant, the files
+// are the ones Orbax writes for it (shared/docs/orbax-format.md §1.1), and
+// the way back is bit-exact (float32 in between).
+struct StorageCase {
+  bool ocdbt;
+  bool zarr3;
+  bool scan;
+};
+
+class StorageVariantTest : public ::testing::TestWithParam<StorageCase> {};
+
+// Every file below `dir`, relative, with each OCDBT data file and each zarr
+// chunk file name collapsed to a pattern, sorted and unique.
+std::set<std::string> FilePatterns(const fs::path& dir) {
+  std::set<std::string> out;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    std::string rel = fs::relative(entry.path(), dir).generic_string();
+    const size_t d = rel.rfind("d/");
+    if (d != std::string::npos && rel.size() == d + 2 + 32) rel = rel.substr(0, d + 2) + "<32 hex>";
+    out.insert(rel);
+  }
+  return out;
+}
+
+TEST_P(StorageVariantTest, ValuesFilesAndTheWayBack) {
+  const StorageCase& c = GetParam();
+  const fs::path src = testing::FixtureDir() / "hf" / "mlxd-tiny_llama3";
+  TempDir tmp;
+  CliRun to_mt =
+      RunCli({"convert", "--to", "maxtext", "--quiet", "--save-dtype", "float32",
+              c.scan ? "--scan-layers" : "--no-scan-layers", c.ocdbt ? "--ocdbt" : "--no-ocdbt",
+              c.zarr3 ? "--zarr3" : "--no-zarr3", src.string(), (tmp / "mt").string()});
+  ASSERT_EQ(to_mt.exit_code, 0) << to_mt.err;
+  const fs::path item = tmp / "mt" / "0" / "items";
+  ExpectSameTensors(ExpectedMaxText(testing::ReadHf(src), ReadConfig(src), c.scan, DType::kF32),
+                    testing::ReadOrbax(item));
+
+  const std::set<std::string> files = FilePatterns(item);
+  EXPECT_TRUE(files.count("_METADATA"));
+  EXPECT_TRUE(files.count("commit_success.txt"));
+  EXPECT_EQ(files.count("manifest.ocdbt"), c.ocdbt ? 1u : 0u);
+  EXPECT_EQ(files.count("d/<32 hex>"), c.ocdbt ? 1u : 0u);
+  const std::string embedding = "params.params.token_embedder.embedding/";
+  if (c.ocdbt) {
+    // Everything else is inside the database: no per-array folders.
+    EXPECT_EQ(files.size(), 4u) << ::testing::PrintToString(files);
+  } else if (c.zarr3) {
+    EXPECT_TRUE(files.count(embedding + "zarr.json"));
+    EXPECT_TRUE(files.count(embedding + "c/0/0"));
+  } else {
+    EXPECT_TRUE(files.count(embedding + ".zarray"));
+    EXPECT_TRUE(files.count(embedding + "0.0"));
+  }
+  const json metadata = json::parse(*ReadFile(item / "_METADATA"));
+  EXPECT_EQ(metadata["use_ocdbt"], c.ocdbt);
+  EXPECT_EQ(metadata["use_zarr3"], c.zarr3);
+
+  CliRun inspect = RunCli({"inspect", item.string()});
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  const std::string storage =
+      std::string(c.zarr3 ? "zarr3" : "zarr2") + (c.ocdbt ? " in OCDBT" : ", no OCDBT");
+  EXPECT_NE(inspect.out.find("storage   " + storage), std::string::npos) << inspect.out;
+
+  CliRun to_hf = RunCli({"convert", "--to", "hf", "--quiet", item.string(), (tmp / "hf").string()});
+  ASSERT_EQ(to_hf.exit_code, 0) << to_hf.err;
+  EXPECT_EQ(testing::ReadHfBytes(tmp / "hf"), testing::ReadHfBytes(src));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, StorageVariantTest,
+    ::testing::Values(StorageCase{true, true, true}, StorageCase{true, true, false},
+                      StorageCase{true, false, true}, StorageCase{true, false, false},
+                      StorageCase{false, true, true}, StorageCase{false, true, false},
+                      StorageCase{false, false, true}, StorageCase{false, false, false}),
+    [](const ::testing::TestParamInfo<StorageCase>& info) {
+      return std::string(info.param.ocdbt ? "ocdbt_" : "files_") +
+             (info.param.zarr3 ? "zarr3_" : "zarr2_") + (info.param.scan ? "scanned" : "unscanned");
+    });
 
 json TinyMixtralConfig() {
   return {{"architectures", {"MixtralForCausalLM"}},
