@@ -436,8 +436,10 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesystem::path
     for (auto& [shard, file] : shards) {
       const fs::path shard_path = path / shard;
       if (!fs::exists(shard_path, ec)) {
+        // A named copy: clang before 16 cannot capture a structured binding.
+        const std::string& name = shard;
         auto listed = std::find_if(index.weight_map.begin(), index.weight_map.end(),
-                                   [&](const auto& entry) { return entry.second == shard; });
+                                   [&](const auto& entry) { return entry.second == name; });
         return NotFound(label + " lists shard " + Quote(shard) + " (for tensor " +
                         Quote(listed->first) + ") but " + shard_path.string() + " does not exist");
       }
