@@ -76,6 +76,13 @@ constexpr size_t kDescriptorV1Size =
     offsetof(ckb_plugin_descriptor, vtable) + sizeof(ckb_plugin_descriptor::vtable);
 constexpr size_t kDescriptorVersionSize =
     offsetof(ckb_plugin_descriptor, abi_minor) + sizeof(ckb_plugin_descriptor::abi_minor);
+// ABI 1.1 appended the sample configs to the descriptor.
+constexpr size_t kDescriptorSamplesSize = offsetof(ckb_plugin_descriptor, sample_config_count) +
+                                          sizeof(ckb_plugin_descriptor::sample_config_count);
+constexpr size_t kSampleV1Size =
+    offsetof(ckb_sample_config, config_json) + sizeof(ckb_sample_config::config_json);
+// A sample config is a tiny config.json; anything this large is garbage.
+constexpr size_t kMaxSampleSize = size_t{1} << 20;
 constexpr size_t kVtableV1Size =
     offsetof(ckb_plugin_vtable_v1, apply_custom) + sizeof(ckb_plugin_vtable_v1::apply_custom);
 
@@ -268,6 +275,57 @@ std::optional<LoadError> CheckVtable(const ckb_plugin_vtable_v1* vtable) {
   return std::nullopt;
 }
 
+// The ABI 1.1 sample configs, when the descriptor is large enough to have them.
+std::optional<LoadError> CopySamples(const ckb_plugin_descriptor& d, LoadedPlugin& plugin) {
+  plugin.sample_configs.clear();
+  if (d.struct_size < kDescriptorSamplesSize || d.sample_config_count == 0) return std::nullopt;
+  const std::string who = "plugin '" + plugin.name + "' ";
+  if (d.sample_configs == nullptr) {
+    return Invalid(who + "has " + std::to_string(d.sample_config_count) +
+                   " sample configs but a null pointer");
+  }
+  if (d.sample_config_count > kMaxListSize) {
+    return Invalid(who + "has " + std::to_string(d.sample_config_count) +
+                   " sample configs, more than the " + std::to_string(kMaxListSize) + " allowed");
+  }
+  std::set<std::pair<std::string, std::string>> seen;
+  for (size_t i = 0; i < d.sample_config_count; ++i) {
+    const std::string what = "sample_configs[" + std::to_string(i) + "]";
+    const ckb_sample_config* c = d.sample_configs[i];
+    if (c == nullptr) return Invalid(who + what + " is null");
+    if (c->struct_size < kSampleV1Size) {
+      return Invalid(who + what + " has struct_size " + std::to_string(c->struct_size) +
+                     ", an ABI 1.1 sample config has at least " + std::to_string(kSampleV1Size) +
+                     " bytes");
+    }
+    SampleConfig sample;
+    if (auto error =
+            CopyString(c->model_type, what + ".model_type", kMaxNameSize, sample.model_type)) {
+      return error;
+    }
+    if (auto error = CopyString(c->variant, what + ".variant", kMaxNameSize, sample.variant)) {
+      return error;
+    }
+    if (auto error =
+            CopyString(c->config_json, what + ".config_json", kMaxSampleSize, sample.config_json)) {
+      return error;
+    }
+    if (std::find(plugin.model_types.begin(), plugin.model_types.end(), sample.model_type) ==
+        plugin.model_types.end()) {
+      return Invalid(who + what + " is for model type '" + sample.model_type +
+                     "', which the plugin does not serve");
+    }
+    if (sample.variant.empty()) return Invalid(who + what + " has an empty variant label");
+    if (sample.config_json.empty()) return Invalid(who + what + " has an empty config");
+    if (!seen.insert({sample.model_type, sample.variant}).second) {
+      return Invalid(who + "has two sample configs for model type '" + sample.model_type +
+                     "' variant '" + sample.variant + "'");
+    }
+    plugin.sample_configs.push_back(std::move(sample));
+  }
+  return std::nullopt;
+}
+
 std::optional<LoadError> ValidateDescriptor(const ckb_plugin_descriptor& d, LoadedPlugin& plugin) {
   const std::string host_abi = AbiString(CKPTBRIDGE_ABI_MAJOR, CKPTBRIDGE_ABI_MINOR);
   const std::string v1_size_text = "an ABI " + AbiString(CKPTBRIDGE_ABI_MAJOR, 0) +
@@ -330,6 +388,7 @@ std::optional<LoadError> ValidateDescriptor(const ckb_plugin_descriptor& d, Load
     return error;
   }
   if (auto error = CheckVtable(d.vtable)) return error;
+  if (auto error = CopySamples(d, plugin)) return error;
   plugin.abi_major = d.abi_major;
   plugin.abi_minor = d.abi_minor;
   plugin.descriptor = &d;
@@ -457,6 +516,11 @@ Result<PluginRegistry> PluginRegistry::Discover(const DiscoveryOptions& options)
   auto debug_line = [&](const std::string& line) {
     if (debug) debug_out << "ckptbridge: " << line << '\n';
   };
+  std::ostream& warning_out = options.warning_stream ? *options.warning_stream : std::cerr;
+  auto warn = [&](const fs::path& path, const std::string& reason) {
+    if (options.warn_conflicts)
+      warning_out << "ckptbridge: warning: " << path.string() << ": " << reason << '\n';
+  };
 
   // Tries one candidate. Returns the reason for an explicit --plugin file that
   // must fail discovery; directory candidates never do.
@@ -479,6 +543,7 @@ Result<PluginRegistry> PluginRegistry::Discover(const DiscoveryOptions& options)
                            first->path.string() + ")";
       debug_line(where + ": rejected: " + reason);
       if (explicit_file) return InvalidArgument(path.string() + ": " + reason);
+      warn(path, reason);
       registry.rejected_.push_back({path, std::move(reason)});
       return std::nullopt;
     }
@@ -492,6 +557,7 @@ Result<PluginRegistry> PluginRegistry::Discover(const DiscoveryOptions& options)
                            "' (" + owner->path.string() + "), which is used for it; plugin '" +
                            plugin.name + "' still serves its other model types";
       debug_line(where + ": note: " + reason);
+      warn(path, reason);
       registry.rejected_.push_back({path, std::move(reason)});
     }
     registry.plugins_.push_back(std::move(plugin));

@@ -8,7 +8,8 @@
 // Discovery order (the first plugin with a given name wins, later ones with
 // that name are rejected; the first plugin to claim a model type wins it, and
 // a later plugin claiming it too still loads for its other types, with a note
-// in rejected()):
+// in rejected(); both kinds of conflict are also printed as a warning naming
+// both files):
 //   1. --plugin FILE        (each given file; any failure is fatal)
 //   2. --plugin-dir DIR     (each directory, non-recursively)
 //   3. CKPTBRIDGE_PLUGIN_PATH, colon-separated absolute directories (empty and
@@ -23,7 +24,9 @@
 // A plugin is accepted when its entry point `ckptbridge_plugin_entry_v1`
 // returns a descriptor that validates: struct sizes large enough, ABI major
 // equal to the host's, ABI minor not higher than the host's, non-empty name and
-// semver version, at least one model type, all required functions present.
+// semver version, at least one model type, all required functions present,
+// and (ABI 1.1 descriptors) sample configs for served model types only, with
+// non-empty, distinct variant labels.
 #ifndef CKPTBRIDGE_HOST_PLUGIN_LOADER_H_
 #define CKPTBRIDGE_HOST_PLUGIN_LOADER_H_
 
@@ -38,6 +41,14 @@
 
 namespace ckptbridge {
 
+// A sample config of a plugin (ABI 1.1, plugin_abi.h ckb_sample_config): what
+// the conformance kit synthesizes test checkpoints from.
+struct SampleConfig {
+  std::string model_type;
+  std::string variant;
+  std::string config_json;
+};
+
 // A plugin that loaded and validated. Cheap to copy; the descriptor stays
 // valid for the life of the process.
 struct LoadedPlugin {
@@ -50,6 +61,9 @@ struct LoadedPlugin {
   std::vector<std::string> model_types;
   std::vector<std::string> architectures;
   std::vector<std::string> model_presets;
+  // Empty for plugins that declare none, and for ABI 1.0 descriptors (which
+  // end before the field).
+  std::vector<SampleConfig> sample_configs;
   const ckb_plugin_descriptor* descriptor = nullptr;
 };
 
@@ -68,6 +82,12 @@ struct DiscoveryOptions {
   // variable is read from the environment unless `debug` forces it on.
   std::ostream* debug_stream = nullptr;
   bool debug = false;
+  // Where conflicts are reported as they are found - a plugin name or a model
+  // type that an earlier plugin already has - naming both files
+  // ("ckptbridge: warning: ..."); nullptr: std::cerr. The same text is kept
+  // in rejected().
+  std::ostream* warning_stream = nullptr;
+  bool warn_conflicts = true;
 };
 
 // Loads one plugin file. Errors name the path and say why (dlerror text,

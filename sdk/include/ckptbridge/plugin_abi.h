@@ -44,7 +44,14 @@
  *  - CKPTBRIDGE_ABI_MINOR counts appended fields and functions. A descriptor's
  *    `abi_minor` is the minor the plugin *requires*: the host accepts a plugin
  *    when the majors are equal and the plugin's minor is not higher than its
- *    own.
+ *    own. Appended fields are optional by design, so a plugin that merely
+ *    fills them (say, sample configs) still requires minor 0 and loads in a
+ *    1.0 host, which ignores what lies beyond the struct_size it knows.
+ *
+ * History
+ *  - 1.0  the first ABI.
+ *  - 1.1  ckb_plugin_descriptor.sample_configs: tiny HF configs per model
+ *         type, from which `ckptbridge plugins check` synthesizes checkpoints.
  *
  * Most authors never touch this file directly: the header-only helpers in
  * `ckptbridge/sdk/` build these tables from ordinary C++.
@@ -60,7 +67,7 @@ extern "C" {
 #endif
 
 #define CKPTBRIDGE_ABI_MAJOR 1u
-#define CKPTBRIDGE_ABI_MINOR 0u
+#define CKPTBRIDGE_ABI_MINOR 1u
 
 /* The one exported symbol's name, for hosts that look it up by string. */
 #define CKPTBRIDGE_PLUGIN_ENTRY_V1_NAME "ckptbridge_plugin_entry_v1"
@@ -331,6 +338,19 @@ enum {
   CKB_PLUGIN_THREAD_SAFE_ADAPTERS = 1u << 0
 };
 
+/* Since ABI 1.1. A complete HF config.json for one model type of the plugin,
+ * small enough to convert in milliseconds (a couple of layers, widths of a few
+ * dozen) yet exercising every rule of its variant: the conformance kit
+ * (`ckptbridge plugins check`) synthesizes random checkpoints from it and
+ * converts them both ways. Give one per model type and per structurally
+ * different variant (dense / MoE, tied / untied embeddings, ...). */
+typedef struct ckb_sample_config {
+  uint32_t struct_size;
+  ckb_str model_type;  /* one of the descriptor's model_types */
+  ckb_str variant;     /* a short label, unique per model type: "base", "moe" */
+  ckb_str config_json; /* the config.json text */
+} ckb_sample_config;
+
 typedef struct ckb_plugin_descriptor {
   uint32_t struct_size;
   uint32_t abi_major;         /* must equal the host's */
@@ -346,6 +366,11 @@ typedef struct ckb_plugin_descriptor {
   size_t model_preset_count;
   uint64_t flags;
   const ckb_plugin_vtable_v1* vtable;
+  /* ---- ABI 1.1 (a host reads these only when struct_size covers them) ---- */
+  /* Sample configs for the conformance kit; may be empty. An array of
+   * pointers, so that ckb_sample_config itself can grow. */
+  const ckb_sample_config* const* sample_configs;
+  size_t sample_config_count;
 } ckb_plugin_descriptor;
 
 /* The entry point. Returns NULL and reports through `err` when it cannot serve

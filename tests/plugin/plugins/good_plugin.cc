@@ -462,6 +462,8 @@ const ckb_plugin_descriptor kDescriptor = {
     sizeof(kPresets) / sizeof(kPresets[0]),
     0,
     &kVtable,
+    nullptr,  // sample_configs (ABI 1.1): none
+    0,
 };
 
 }  // namespace

@@ -23,6 +23,8 @@
 //     d.create = [](std::string_view type, const sdk::Config& config) {
 //       return std::make_unique<MyAdapter>(type, config);
 //     };
+//     // Tiny configs `ckptbridge plugins check` converts (ABI 1.1; optional).
+//     d.samples = {{"myfamily", "base", {{"hidden_size", 16}, ...}}};
 //     return d;
 //   }
 //
@@ -91,6 +93,15 @@ class Adapter {
   }
 };
 
+// A tiny HF config.json the conformance kit synthesizes checkpoints from
+// (plugin_abi.h, ckb_sample_config). One per model type and per variant that
+// takes different rules (MoE or dense, tied or untied embeddings, ...).
+struct SampleConfig {
+  std::string model_type;  // one of PluginDefinition::model_types
+  std::string variant;     // short label, unique per model type
+  nlohmann::json config;   // the complete config.json
+};
+
 struct PluginDefinition {
   std::string name;
   std::string version;
@@ -98,6 +109,9 @@ struct PluginDefinition {
   std::vector<std::string> model_types;
   std::vector<std::string> architectures;
   std::vector<std::string> model_presets;
+  // Sample configs for `ckptbridge plugins check` (ABI 1.1). Hosts of ABI 1.0
+  // ignore them, so providing them does not raise abi_minor.
+  std::vector<SampleConfig> samples;
   // The minimum host ABI minor this plugin needs.
   uint32_t abi_minor = 0;
   uint64_t flags = 0;
@@ -152,6 +166,9 @@ struct State {
   std::vector<ckb_str> model_types;
   std::vector<ckb_str> architectures;
   std::vector<ckb_str> presets;
+  std::vector<std::string> sample_texts;  // config JSON text, one per sample
+  std::vector<ckb_sample_config> samples;
+  std::vector<const ckb_sample_config*> sample_pointers;
   ckb_plugin_vtable_v1 vtable{};
   ckb_plugin_descriptor descriptor{};
 };
@@ -399,6 +416,18 @@ inline const ckb_plugin_descriptor* Entry(const ckb_host_api* host, const ckb_er
       for (const auto& t : s->def.model_types) s->model_types.push_back(Str(t));
       for (const auto& a : s->def.architectures) s->architectures.push_back(Str(a));
       for (const auto& p : s->def.model_presets) s->presets.push_back(Str(p));
+      // Texts first, then views of them: the vectors must stop growing before
+      // anything points into them.
+      for (const SampleConfig& c : s->def.samples) s->sample_texts.push_back(c.config.dump(2));
+      for (size_t i = 0; i < s->def.samples.size(); ++i) {
+        ckb_sample_config c{};
+        c.struct_size = sizeof(ckb_sample_config);
+        c.model_type = Str(s->def.samples[i].model_type);
+        c.variant = Str(s->def.samples[i].variant);
+        c.config_json = Str(s->sample_texts[i]);
+        s->samples.push_back(c);
+      }
+      for (const ckb_sample_config& c : s->samples) s->sample_pointers.push_back(&c);
       s->vtable.struct_size = sizeof(ckb_plugin_vtable_v1);
       s->vtable.create = &Create;
       s->vtable.destroy = &Destroy;
@@ -421,6 +450,8 @@ inline const ckb_plugin_descriptor* Entry(const ckb_host_api* host, const ckb_er
       d.model_preset_count = s->presets.size();
       d.flags = s->def.flags;
       d.vtable = &s->vtable;
+      d.sample_configs = s->sample_pointers.data();
+      d.sample_config_count = s->sample_pointers.size();
       state = s;
     }
     result = &state->descriptor;
