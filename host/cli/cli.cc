@@ -21,6 +21,10 @@ Commands:
   strip     Write an inference checkpoint (parameters only) from a MaxText
             training checkpoint
   restack   Turn a scanned MaxText checkpoint into an unscanned one, or back
+  plan      Dry run: every output tensor, shards, bytes, peak memory and disk
+            needed, from headers only
+  verify    Compare a converted checkpoint with its source, tensor by tensor
+  doctor    Lint an HF folder or an Orbax checkpoint before converting it
   plugins   List the model-family plugins found, with their versions and presets
   help      Show the help of a command: ckptbridge help convert
 
@@ -134,6 +138,9 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
   if (command == "plugins") return RunPluginsCommand(rest, out, err);
   if (command == "strip") return RunStripCommand(rest, out, err);
   if (command == "restack") return RunRestackCommand(rest, out, err);
+  if (command == "verify") return RunVerifyCommand(rest, out, err);
+  if (command == "plan") return RunPlanCommand(rest, out, err);
+  if (command == "doctor") return RunDoctorCommand(rest, out, err);
   err << "ckptbridge: unknown command '" << command << "'\n\n" << kUsage;
   return 2;
 }

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "host/base/status.h"
+#include "host/check/verify.h"
+#include "host/engine/plan.h"
 #include "host/plugin/loader.h"
 
 namespace ckptbridge::cli {
@@ -28,6 +30,21 @@ int RunInspectCommand(const std::vector<std::string>& args, std::ostream& out, s
 int RunPluginsCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int RunStripCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int RunRestackCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int RunVerifyCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int RunPlanCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int RunDoctorCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+// For `convert --verify`: verifies a finished conversion and prints the
+// report to `out`; returns 0 (all match), 1 (a mismatch) or 2 (cannot compare).
+int RunVerification(const check::VerifyOptions& options, const PluginRegistry& plugins, bool quiet,
+                    std::ostream& out, std::ostream& err);
+// Prints a verify report; returns 0 when it is OK, else 1.
+int PrintVerifyReport(const check::VerifyReport& report, const std::string& source,
+                      const std::string& converted, std::ostream& out);
+// The summary `plan` prints and `convert` prints before starting: tensors,
+// bytes read and written, shards, predicted peak memory.
+void PrintPlanSummary(const engine::Plan& plan, int threads, uint64_t max_shard_bytes,
+                      std::ostream& out);
 
 // Shared by the commands --------------------------------------------------
 
