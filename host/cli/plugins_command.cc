@@ -4,6 +4,7 @@
 
 #include "host/cli/commands.h"
 #include "host/cli/format.h"
+#include "host/cli/plugins_check.h"
 
 namespace ckptbridge::cli {
 namespace po = boost::program_options;
@@ -12,6 +13,7 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kHelp = R"(Usage: ckptbridge plugins [options]
+       ckptbridge plugins check [options] FILE
 
 Lists the model-family plugins found - name, version, plugin ABI, the HF
 model_type values each converts, its MaxText model presets (for --model) and
@@ -21,6 +23,12 @@ and the directories searched.
 Search order: --plugin FILE, --plugin-dir DIR, $CKPTBRIDGE_PLUGIN_PATH, then
 <install prefix>/lib/ckptbridge/plugins next to the binary. The current
 directory is never searched. CKPTBRIDGE_PLUGIN_DEBUG=1 traces every decision.
+When two plugins serve one model type, the first found serves it and the
+other is listed under "rejected" with both paths; --plugin FILE puts a
+plugin first.
+
+`ckptbridge plugins check FILE` runs the conformance checks on one plugin
+file; see `ckptbridge plugins check --help`.
 
 Options)";
 
@@ -33,6 +41,9 @@ std::string Join(const std::vector<std::string>& items) {
 }  // namespace
 
 int RunPluginsCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  if (!args.empty() && args[0] == "check") {
+    return RunPluginsCheckCommand(std::vector<std::string>(args.begin() + 1, args.end()), out, err);
+  }
   po::options_description options(kHelp);
   options.add_options()("help,h", "Show this help")("json", po::bool_switch(),
                                                     "Print JSON instead of a table");

@@ -475,6 +475,35 @@ json Preset(std::string_view name) {
   return it->second;
 }
 
+// Tiny configs for `ckptbridge plugins check`: one per model type, plus the
+// variants that take other rules (Llama 3.1 RoPE interleaving, tied output).
+std::vector<sdk::SampleConfig> Samples() {
+  auto tiny = [](const char* model_type) {
+    return json{{"model_type", model_type}, {"vocab_size", 40},
+                {"hidden_size", 16},        {"intermediate_size", 24},
+                {"num_hidden_layers", 2},   {"num_attention_heads", 4},
+                {"num_key_value_heads", 2}, {"head_dim", 4},
+                {"rms_norm_eps", 1e-5},     {"rope_theta", 10000.0},
+                {"torch_dtype", "bfloat16"}};
+  };
+  json llama31 = tiny("llama");
+  llama31["rope_scaling"] = {{"factor", 8.0},
+                             {"low_freq_factor", 1.0},
+                             {"high_freq_factor", 4.0},
+                             {"original_max_position_embeddings", 64},
+                             {"rope_type", "llama3"}};
+  json tied = tiny("llama");
+  tied["tie_word_embeddings"] = true;
+  json mixtral = tiny("mixtral");
+  mixtral["num_local_experts"] = 3;
+  mixtral["num_experts_per_tok"] = 2;
+  return {{"llama", "base", tiny("llama")},
+          {"llama", "llama3.1-rope", llama31},
+          {"llama", "tied", tied},
+          {"mistral", "base", tiny("mistral")},
+          {"mixtral", "moe", mixtral}};
+}
+
 sdk::PluginDefinition Describe() {
   sdk::PluginDefinition d;
   d.name = "llama";
@@ -491,6 +520,7 @@ sdk::PluginDefinition Describe() {
     return std::make_unique<LlamaAdapter>(model_type, config);
   };
   d.preset = &Preset;
+  d.samples = Samples();
   return d;
 }
 

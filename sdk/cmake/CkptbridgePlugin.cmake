@@ -1,4 +1,5 @@
-# ckptbridge_add_plugin(<name> SOURCES <src>... [VERSION <semver>] [LIBS <lib>...])
+# ckptbridge_add_plugin(<name> SOURCES <src>... [VERSION <semver>] [LIBS <lib>...]
+#                       [OUTPUT_DIRECTORY <dir>] [NO_CHECK])
 #
 # Builds an adapter plugin the one way the host expects it:
 #   - a MODULE library named libckptbridge_<name>.so (the host only considers
@@ -8,11 +9,16 @@
 #     leaking out to clash with the host's or another plugin's);
 #   - -Wl,--no-undefined: a missing symbol is a link error on the author's
 #     machine, not a load failure on the user's;
-#   - CKPTBRIDGE_PLUGIN_VERSION defined to VERSION (default: the project's).
+#   - CKPTBRIDGE_PLUGIN_VERSION defined to VERSION (default: the project's);
+#   - a CTest test `plugin_check_<name>` running `ckptbridge plugins check` on
+#     the built file (the conformance kit), unless NO_CHECK is given. It takes
+#     effect where testing is enabled (enable_testing() or include(CTest)
+#     before this call). The host binary is the ckptbridge::ckptbridge target
+#     of an installed SDK, or the `ckptbridge` target of the host's own build.
 # First-party plugins use this function exactly as third parties do.
 
 function(ckptbridge_add_plugin name)
-  cmake_parse_arguments(ARG "" "VERSION;OUTPUT_DIRECTORY" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(ARG "NO_CHECK" "VERSION;OUTPUT_DIRECTORY" "SOURCES;LIBS" ${ARGN})
   if(NOT ARG_SOURCES)
     message(FATAL_ERROR "ckptbridge_add_plugin(${name}): SOURCES is required")
   endif()
@@ -45,4 +51,22 @@ function(ckptbridge_add_plugin name)
   target_link_options(${target} PRIVATE
     LINKER:--exclude-libs,ALL
     LINKER:--version-script=${map})
+
+  if(NOT ARG_NO_CHECK)
+    if(TARGET ckptbridge::ckptbridge)
+      set(host ckptbridge::ckptbridge)
+    elseif(TARGET ckptbridge)
+      set(host ckptbridge)
+    else()
+      message(FATAL_ERROR "ckptbridge_add_plugin(${name}): no ckptbridge host to run the "
+                          "conformance check with; find_package(ckptbridge_sdk) first, or pass NO_CHECK")
+    endif()
+    add_test(NAME plugin_check_${name}
+             COMMAND ${host} plugins check $<TARGET_FILE:${target}>)
+    # The check loads exactly this file; a plugin path from the environment
+    # must not change what it sees.
+    set_tests_properties(plugin_check_${name} PROPERTIES
+      ENVIRONMENT "CKPTBRIDGE_PLUGIN_PATH="
+      LABELS plugin_check)
+  endif()
 endfunction()
