@@ -88,6 +88,12 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
       ("overwrite", po::bool_switch(), "Replace DESTINATION if it exists (at the very end)")
       ("threads", po::value<int>()->value_name("N")->default_value(0),
        "Worker threads; 0 uses every core")
+      ("max-memory", po::value<std::string>()->value_name("SIZE"),
+       "Bytes the slices in flight may hold together, e.g. 1G, 512MiB (default: a quarter of "
+       "the physical memory). A slice that alone needs more runs by itself, with a note")
+      ("verify", po::bool_switch(),
+       "Then compare the output with the source, as `ckptbridge verify` does; exit 1 on a "
+       "mismatch")
       ("quiet,q", po::bool_switch(), "No progress line and no notes; errors only");
   // clang-format on
   AddPluginOptions(options);
@@ -154,6 +160,11 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
   if (vars["mtp"].as<bool>()) convert.plugin_options["mtp"] = true;
   convert.threads = vars["threads"].as<int>();
   if (convert.threads < 0) return usage("--threads must be 0 or more");
+  if (vars.count("max-memory")) {
+    Result<uint64_t> budget = ParseSize(vars["max-memory"].as<std::string>(), "--max-memory");
+    if (!budget.ok()) return ReportError(err, "convert", budget.status());
+    convert.max_memory = *budget;
+  }
   const bool quiet = vars["quiet"].as<bool>();
 
   Result<PluginRegistry> plugins = DiscoverPlugins(vars);
@@ -168,16 +179,7 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
     if (!quiet) err << "note: " << text << '\n';
   };
   observer.planned = [&](const engine::Plan& plan) {
-    if (!quiet) {
-      err << "plan: " << plan.units.size() << " slices, read " << HumanBytes(plan.read_bytes)
-          << " in "
-          << (convert.direction == engine::Direction::kToMaxText ? plan.hf_tensors.size()
-                                                                 : plan.mt_tensors.size())
-          << " tensors, write " << HumanBytes(plan.write_bytes) << " in "
-          << (convert.direction == engine::Direction::kToMaxText ? plan.mt_tensors.size()
-                                                                 : plan.hf_tensors.size())
-          << " tensors\n";
-    }
+    if (!quiet) PrintPlanSummary(plan, convert.threads, convert.max_shard_bytes, err);
     line.Start();
   };
 
@@ -209,6 +211,17 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
         << ", scan_layers=" << (s.scan_layers ? "true" : "false") << ")\n";
   } else {
     out << "wrote " << s.destination.string() << '\n';
+  }
+  if (vars["verify"].as<bool>()) {
+    check::VerifyOptions verify;
+    verify.source = convert.source;
+    verify.destination = s.destination;
+    verify.family = convert.family;
+    verify.hf_config_file = convert.hf_config_file;
+    verify.model_name = convert.model_name;
+    verify.plugin_options = convert.plugin_options;
+    verify.threads = convert.threads;
+    return RunVerification(verify, *plugins, quiet, out, err);
   }
   return 0;
 }

@@ -72,6 +72,9 @@ int RunRewrite(const std::vector<std::string>& args, const std::string& command,
       ("overwrite", po::bool_switch(), "Replace DESTINATION if it exists (at the very end)")
       ("threads", po::value<int>()->value_name("N")->default_value(0),
        "Worker threads; 0 uses every core")
+      ("max-memory", po::value<std::string>()->value_name("SIZE"),
+       "Bytes the slices in flight may hold together (default: a quarter of the physical "
+       "memory)")
       ("quiet,q", po::bool_switch(), "No progress line and no notes; errors only");
   // clang-format on
   AddPluginOptions(options);
@@ -121,6 +124,11 @@ int RunRewrite(const std::vector<std::string>& args, const std::string& command,
   rewrite.overwrite = vars["overwrite"].as<bool>();
   rewrite.threads = vars["threads"].as<int>();
   if (rewrite.threads < 0) return usage("--threads must be 0 or more");
+  if (vars.count("max-memory")) {
+    Result<uint64_t> budget = ParseSize(vars["max-memory"].as<std::string>(), "--max-memory");
+    if (!budget.ok()) return ReportError(err, command, budget.status());
+    rewrite.max_memory = *budget;
+  }
   const bool quiet = vars["quiet"].as<bool>();
 
   Result<PluginRegistry> plugins = DiscoverPlugins(vars);

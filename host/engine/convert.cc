@@ -138,6 +138,8 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
                        orbax::CheckpointWriter::Create(staged.staging(), write_options));
   ExecuteOptions exec;
   exec.threads = options.threads;
+  exec.max_memory = options.max_memory ? options.max_memory : DefaultMaxMemory();
+  exec.notice = [&](const std::string& line) { Notice(observer, line); };
   exec.progress = observer.progress;
   exec.cancel = observer.cancel;
   exec.adapter = adapter.get();
@@ -247,6 +249,8 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
                                            StagedOutput::Kind::kHuggingFace));
   ExecuteOptions exec;
   exec.threads = options.threads;
+  exec.max_memory = options.max_memory ? options.max_memory : DefaultMaxMemory();
+  exec.notice = [&](const std::string& line) { Notice(observer, line); };
   exec.progress = observer.progress;
   exec.cancel = observer.cancel;
   exec.adapter = adapter.get();

@@ -55,6 +55,9 @@ struct ConvertOptions {
   std::filesystem::path tokenizer_dir;   // to HF
   std::string family;                    // force a plugin by name
   int threads = 0;
+  // Bytes the slices in flight may hold together (execute.h: MemoryBudget);
+  // 0: DefaultMaxMemory().
+  uint64_t max_memory = 0;
   // Extra options for the plugin's rules (plugin_abi.h, enumerate_rules):
   // e.g. {"multimodal": true}. Plugins ignore keys they do not know.
   nlohmann::json plugin_options = nlohmann::json::object();

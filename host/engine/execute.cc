@@ -2,11 +2,14 @@
 
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -17,12 +20,31 @@
 namespace ckptbridge::engine {
 namespace {
 
-// Runs a plan's units through ForEachUnit.
+// Runs a plan's units through ForEachUnit, each holding its working set
+// from the budget. A unit too large for the budget is named once.
 Status RunUnits(const Plan& plan, const ExecuteOptions& options,
                 const std::function<Status(const Unit&)>& body) {
+  std::vector<uint64_t> memory(plan.units.size());
+  size_t largest = 0;
+  for (size_t i = 0; i < plan.units.size(); ++i) {
+    memory[i] = UnitMemory(plan, plan.units[i]);
+    if (memory[i] > memory[largest]) largest = i;
+  }
+  if (options.max_memory > 0 && !memory.empty() && memory[largest] > options.max_memory &&
+      options.notice) {
+    const Unit& unit = plan.units[largest];
+    const PlannedRule& rule = plan.rules[unit.rule];
+    const std::string name = rule.mt_tensors.empty()
+                                 ? std::string("a tensor")
+                                 : "'" + plan.mt_tensors[rule.mt_tensors[0]].name + "'";
+    options.notice("one slice of " + name + " needs about " +
+                   std::to_string(memory[largest] >> 20) + " MiB, more than --max-memory (" +
+                   std::to_string(options.max_memory >> 20) +
+                   " MiB): such slices run one at a time and the peak exceeds the budget");
+  }
   return ForEachUnit(
       plan.units.size(), options, [&](size_t i) { return plan.units[i].bytes; },
-      [&](size_t i) { return body(plan.units[i]); });
+      [&](size_t i) { return body(plan.units[i]); }, [&](size_t i) { return memory[i]; });
 }
 
 // Where slice `unit` sits in a stacked MaxText tensor: origin and extent.
@@ -51,11 +73,83 @@ Result<std::string> Narrow(DType dtype, const Tensor& t) {
   return bytes;
 }
 
+uint64_t Elements(const Shape& shape) { return static_cast<uint64_t>(NumElementsUnchecked(shape)); }
+
 }  // namespace
+
+uint64_t MemoryBudget::Acquire(uint64_t bytes) {
+  bytes = std::min(bytes, capacity_);
+  std::unique_lock<std::mutex> lock(mutex_);
+  freed_.wait(lock, [&] { return in_use_ + bytes <= capacity_; });
+  in_use_ += bytes;
+  peak_ = std::max(peak_, in_use_);
+  return bytes;
+}
+
+void MemoryBudget::Release(uint64_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    in_use_ -= bytes;
+  }
+  freed_.notify_all();
+}
+
+uint64_t MemoryBudget::peak() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return peak_;
+}
+
+uint64_t UnitMemory(const Plan& plan, const Unit& unit) {
+  const PlannedRule& rule = plan.rules[unit.rule];
+  uint64_t stored_in = 0, f32_in = 0, f32_out = 0, stored_out = 0, chunks = 0;
+  for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
+    const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
+    const uint64_t n = i < rule.mt_slice_shapes.size() ? Elements(rule.mt_slice_shapes[i]) : 0;
+    const uint64_t stored = n * DTypeSize(mt.dtype);
+    // To MaxText a chunk is copied out of the slice and encoded; to HF one
+    // is decoded and cached next to its compressed value.
+    chunks += 2 * Elements(mt.chunk_shape) * DTypeSize(mt.dtype);
+    if (plan.direction == Direction::kToMaxText) {
+      f32_out += 4 * n;
+      stored_out += stored;
+    } else {
+      f32_in += 4 * n;
+      stored_in += stored;
+    }
+  }
+  for (size_t idx : unit.hf_tensors) {
+    const HfTensor& hf = plan.hf_tensors[idx];
+    const uint64_t n = Elements(hf.shape);
+    if (plan.direction == Direction::kToMaxText) {
+      // Packed inputs (MXFP4) hold fewer elements than their outputs; their
+      // stored bytes count as they are.
+      f32_in += 4 * n;
+      stored_in += n * DTypeSize(hf.dtype);
+    } else {
+      f32_out += 4 * n;
+      stored_out += n * DTypeSize(hf.dtype);
+    }
+  }
+  // An op replaces its input by its output, so at most two f32 sets live at
+  // once: the larger side twice bounds it.
+  return stored_in + 2 * std::max(f32_in, f32_out) + stored_out + chunks;
+}
+
+uint64_t DefaultMaxMemory() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGE_SIZE);
+  const uint64_t physical = pages > 0 && page_size > 0
+                                ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size)
+                                : uint64_t{4} << 30;
+  return std::max<uint64_t>(physical / 4, uint64_t{256} << 20);
+}
 
 Status ForEachUnit(size_t count, const ExecuteOptions& options,
                    const std::function<uint64_t(size_t)>& bytes,
-                   const std::function<Status(size_t)>& body) {
+                   const std::function<Status(size_t)>& body,
+                   const std::function<uint64_t(size_t)>& memory) {
+  std::optional<MemoryBudget> budget;
+  if (options.max_memory > 0 && memory) budget.emplace(options.max_memory);
   std::mutex mutex;
   Status first_error;
   std::atomic<bool> failed{false};
@@ -77,6 +171,10 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
             Status status;
             if (options.cancel && options.cancel->load()) {
               status = Cancelled("interrupted");
+            } else if (budget) {
+              const uint64_t held = budget->Acquire(memory(i));
+              status = body(i);
+              budget->Release(held);
             } else {
               status = body(i);
             }
@@ -140,7 +238,6 @@ Status WriteRegionChunks(orbax::CheckpointWriter& writer, const MtTensor& mt,
     if (rank == 0) return Status::Ok();
   }
 }
-
 
 Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
                     orbax::CheckpointWriter& writer, const ExecuteOptions& options) {

@@ -7,7 +7,18 @@
 // f32, rounds once to the output dtype and writes its piece straight to its
 // place: a zarr chunk of its own (to MaxText) or its offset in a
 // preallocated safetensors shard (to HF). No stacked tensor is ever built
-// whole; memory is bounded by the largest slice times the thread count.
+// whole.
+//
+// Memory: every unit's working set (its inputs as stored and as f32, its
+// outputs as f32 and as written, the chunks it encodes or decodes) is
+// estimated before it starts and taken from a MemoryBudget of
+// `max_memory` bytes; a unit waits until its share is free. So the buffers
+// in flight never exceed the budget, except for a unit that alone needs more
+// than all of it: it runs by itself (a notice names it) and the peak is that
+// unit's working set. Above the budget sit a fixed overhead (the program,
+// its libraries, TBB's threads, the plan and the source's metadata) and the
+// source pages of the slice being read through the mmap, which are dropped
+// (MADV_DONTNEED) as soon as the slice has been widened.
 //
 // The first error stops the run (units not yet started are skipped) and is
 // returned; so is cancellation (Cancelled) when `cancel` becomes true.
@@ -15,9 +26,11 @@
 #define CKPTBRIDGE_HOST_ENGINE_EXECUTE_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -37,8 +50,33 @@ struct Progress {
   uint64_t bytes_total = 0;
 };
 
+// A counting budget of bytes shared by the threads of one run.
+class MemoryBudget {
+ public:
+  explicit MemoryBudget(uint64_t capacity) : capacity_(capacity) {}
+  // Waits until `bytes` are free and takes them. A request larger than the
+  // whole budget waits until nothing else is in flight and takes it all.
+  // Returns what was taken (pass it to Release).
+  uint64_t Acquire(uint64_t bytes);
+  void Release(uint64_t bytes);
+  uint64_t capacity() const { return capacity_; }
+  // The most that was taken at once so far.
+  uint64_t peak() const;
+
+ private:
+  const uint64_t capacity_;
+  mutable std::mutex mutex_;
+  std::condition_variable freed_;
+  uint64_t in_use_ = 0;
+  uint64_t peak_ = 0;
+};
+
 struct ExecuteOptions {
-  int threads = 0;                            // 0: all cores
+  int threads = 0;  // 0: all cores
+  // Bytes the units in flight may hold together (see above); 0: no limit.
+  uint64_t max_memory = 0;
+  // Told once about a unit that alone needs more than max_memory.
+  std::function<void(const std::string&)> notice;
   Progress* progress = nullptr;               // optional
   const std::atomic<bool>* cancel = nullptr;  // optional
   const Adapter* adapter = nullptr;           // needed for rules with custom ops
@@ -46,10 +84,20 @@ struct ExecuteOptions {
 
 // Runs body(i) for i in [0, count) on `options.threads` threads (TBB),
 // stopping at the first error or when `options.cancel` becomes true
-// (Cancelled). `bytes(i)` is unit i's share of the progress total.
+// (Cancelled). `bytes(i)` is unit i's share of the progress total;
+// `memory(i)`, when given with options.max_memory, is its working set, taken
+// from the budget while it runs.
 Status ForEachUnit(size_t count, const ExecuteOptions& options,
                    const std::function<uint64_t(size_t)>& bytes,
-                   const std::function<Status(size_t)>& body);
+                   const std::function<Status(size_t)>& body,
+                   const std::function<uint64_t(size_t)>& memory = {});
+
+// The estimated working set of one unit of `plan` (see above).
+uint64_t UnitMemory(const Plan& plan, const Unit& unit);
+
+// The default --max-memory: a quarter of the physical memory (at least
+// 256 MiB), leaving the rest to the page cache that streams the data.
+uint64_t DefaultMaxMemory();
 
 // Writes the box [origin, origin + extent) of MaxText tensor `mt`, given as
 // `bytes` (C order, mt.dtype), as the whole chunks of mt.chunk_shape it

@@ -349,9 +349,9 @@ Result<ConvertSummary> RewriteMaxText(const RewriteOptions& options, const Plugi
     observer.planned(view);
   }
 
-  CKB_ASSIGN_OR_RETURN(StagedOutput staged,
-                       StagedOutput::Begin(options.destination, options.overwrite,
-                                                           StagedOutput::Kind::kOrbax));
+  CKB_ASSIGN_OR_RETURN(
+      StagedOutput staged,
+      StagedOutput::Begin(options.destination, options.overwrite, StagedOutput::Kind::kOrbax));
   orbax::WriteOptions storage = options.storage;
   storage.final_root = staged.destination();
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::CheckpointWriter> writer,
@@ -362,6 +362,7 @@ Result<ConvertSummary> RewriteMaxText(const RewriteOptions& options, const Plugi
   }
   ExecuteOptions exec;
   exec.threads = options.threads;
+  exec.max_memory = options.max_memory ? options.max_memory : DefaultMaxMemory();
   exec.progress = observer.progress;
   exec.cancel = observer.cancel;
   CKB_RETURN_IF_ERROR(ForEachUnit(
@@ -373,7 +374,10 @@ Result<ConvertSummary> RewriteMaxText(const RewriteOptions& options, const Plugi
                                 ->ReadRegion(move.src_origin, move.src_extent, bytes.data()));
         return WriteRegionChunks(*writer, plan.outputs[move.output], move.dst_origin,
                                  move.dst_extent, bytes);
-      }));
+      },
+      // The slice, a chunk copied out of it and its encoding; the source
+      // chunk decoded and cached.
+      [&](size_t i) { return 4 * plan.moves[i].bytes; }));
   CKB_RETURN_IF_ERROR(writer->AddScalar({"step"}, SourceStep(*source.item)));
   CKB_RETURN_IF_ERROR(writer->AddEmptyDict({"opt_state"}));
   record["version"] = kVersion;

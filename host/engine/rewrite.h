@@ -42,6 +42,7 @@ struct RewriteOptions {
   std::string family;
   nlohmann::json plugin_options = nlohmann::json::object();
   int threads = 0;
+  uint64_t max_memory = 0;  // as ConvertOptions::max_memory
 };
 
 // Writes the parameters of `options.source` to `options.destination`.

@@ -262,6 +262,29 @@ TEST(ConvertErrorsTest, StorageFlagsThatContradictOrDoNotApply) {
   }
 }
 
+TEST(ConvertTest, MaxMemoryBoundsTheSlicesInFlightAndNamesOneThatDoesNotFit) {
+  TempDir tmp;
+  CliRun run = RunCli({"convert", "--to", "maxtext", "--max-memory", "64KiB", kLlama.string(),
+                       (tmp / "mt").string()});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(Contains(run.err, "more than --max-memory (0 MiB): such slices run one at a time"))
+      << run.err;
+  // One slice at a time changes nothing in the result.
+  CliRun back = RunCli({"convert", "--to", "hf", "--quiet", "--max-memory", "64KiB",
+                        (tmp / "mt").string(), (tmp / "hf").string()});
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_EQ(testing::ReadHfBytes(tmp / "hf"), testing::ReadHfBytes(kLlama));
+
+  for (const auto& [value, message] : std::vector<std::pair<std::string, std::string>>{
+           {"0", "--max-memory '0' is out of range"}, {"lots", "--max-memory"}}) {
+    CliRun bad = RunCli({"convert", "--to", "maxtext", "--max-memory", value, kLlama.string(),
+                         (tmp / "bad").string()});
+    EXPECT_EQ(bad.exit_code, 2) << value;
+    EXPECT_TRUE(Contains(bad.err, message)) << bad.err;
+    EXPECT_FALSE(fs::exists(tmp / "bad"));
+  }
+}
+
 TEST(ConvertErrorsTest, BadSaveDtype) {
   TempDir tmp;
   CliRun run = RunCli({"convert", "--to", "maxtext", "--save-dtype", "int4", kLlama.string(),
