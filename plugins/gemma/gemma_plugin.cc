@@ -806,6 +806,37 @@ json Preset(std::string_view name) {
   return it->second;
 }
 
+// Tiny configs for `ckptbridge plugins check`: a Gemma2 with two pairs, a
+// gemma3_text with one scanned block and a remainder, and a multimodal
+// Gemma3 (its vision tower is converted only with --multimodal).
+std::vector<sdk::SampleConfig> Samples() {
+  const json gemma2 = {{"model_type", "gemma2"},   {"vocab_size", 40},
+                       {"hidden_size", 16},        {"intermediate_size", 24},
+                       {"num_hidden_layers", 4},   {"num_attention_heads", 4},
+                       {"num_key_value_heads", 2}, {"head_dim", 6},
+                       {"sliding_window", 8},      {"torch_dtype", "bfloat16"}};
+  const json text = {{"model_type", "gemma3_text"}, {"vocab_size", 44},
+                     {"hidden_size", 20},           {"intermediate_size", 28},
+                     {"num_hidden_layers", 8},      {"num_attention_heads", 4},
+                     {"num_key_value_heads", 1},    {"head_dim", 6},
+                     {"sliding_window", 8},         {"torch_dtype", "bfloat16"}};
+  json multimodal = {{"model_type", "gemma3"},
+                     {"text_config", text},
+                     {"vision_config",
+                      {{"model_type", "siglip_vision_model"},
+                       {"hidden_size", 12},
+                       {"intermediate_size", 20},
+                       {"num_hidden_layers", 2},
+                       {"num_attention_heads", 3},
+                       {"patch_size", 2},
+                       {"image_size", 6}}},
+                     {"torch_dtype", "bfloat16"}};
+  multimodal["text_config"]["num_hidden_layers"] = 7;
+  return {{"gemma2", "base", gemma2},
+          {"gemma3_text", "base", text},
+          {"gemma3", "multimodal", multimodal}};
+}
+
 sdk::PluginDefinition Describe() {
   sdk::PluginDefinition d;
   d.name = "gemma";
@@ -823,6 +854,7 @@ sdk::PluginDefinition Describe() {
     return std::make_unique<GemmaAdapter>(model_type, config);
   };
   d.preset = &Preset;
+  d.samples = Samples();
   return d;
 }
 
