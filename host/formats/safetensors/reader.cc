@@ -256,6 +256,37 @@ const T* FindByName(const std::vector<T>& sorted, std::string_view name,
   return &*it;
 }
 
+// Whether `path` is `dir` or below it (both canonical).
+bool IsWithin(const std::filesystem::path& path, const std::filesystem::path& dir) {
+  auto p = path.begin();
+  for (auto d = dir.begin(); d != dir.end(); ++d, ++p) {
+    if (p == path.end() || *p != *d) return false;
+  }
+  return true;
+}
+
+// A file found in checkpoint folder `dir` must not be a symlink out of it: a
+// downloaded folder could otherwise make us read (and copy into the output)
+// any file the user can read. The one layout that links outside on purpose,
+// the Hugging Face cache (<repo>/snapshots/<revision>/<file> ->
+// ../../blobs/<hash>), is followed into its own blobs folder.
+Status CheckInsideFolder(const std::filesystem::path& file, const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_symlink(fs::symlink_status(file, ec))) return Status::Ok();
+  const fs::path target = fs::canonical(file, ec);
+  if (ec) return Status::Ok();  // a dangling link: opening it says so
+  const fs::path folder = fs::canonical(dir, ec);
+  if (ec) return ErrnoError(dir.string(), ec.value());
+  if (IsWithin(target, folder)) return Status::Ok();
+  if (folder.parent_path().filename() == "snapshots" &&
+      IsWithin(target, folder.parent_path().parent_path() / "blobs")) {
+    return Status::Ok();
+  }
+  return InvalidArgument(file.string() + ": a symlink to " + target.string() +
+                         ", outside the checkpoint folder " + dir.string());
+}
+
 bool IsPlainFileName(const std::string& name) {
   return !name.empty() && name != "." && name != ".." &&
          name.find_first_of(std::string_view("/\\\0", 3)) == std::string::npos;
@@ -415,7 +446,9 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesystem::path
 
   // Name -> tensor, for the name space shared by all files.
   std::map<std::string_view, CheckpointTensor> tensors;
+  // Files found in a folder (not a file path given directly) stay inside it.
   auto open_file = [&](const fs::path& file_path) -> Result<const File*> {
+    if (fs::is_directory(status)) CKB_RETURN_IF_ERROR(CheckInsideFolder(file_path, path));
     CKB_ASSIGN_OR_RETURN(File file, File::Open(file_path));
     checkpoint->files_.push_back(std::make_unique<File>(std::move(file)));
     return checkpoint->files_.back().get();

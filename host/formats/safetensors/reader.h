@@ -32,6 +32,9 @@
 //   - otherwise `model.safetensors` if present, else every `*.safetensors`
 //     file in the folder (sorted), a tensor name appearing twice is an error;
 //   - a path to a single .safetensors file opens just that file.
+// A file of a folder that is a symlink to somewhere outside the folder is
+// refused (InvalidArgument), except the Hugging Face cache's links from
+// <repo>/snapshots/<revision>/ into <repo>/blobs/.
 #ifndef CKPTBRIDGE_HOST_FORMATS_SAFETENSORS_READER_H_
 #define CKPTBRIDGE_HOST_FORMATS_SAFETENSORS_READER_H_
 
