@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <chrono>
 #include <new>
+#include <set>
 #include <system_error>
+#include <tuple>
 #include <utility>
 
 namespace ckptbridge::orbax {
@@ -28,6 +30,9 @@ constexpr std::string_view kManifestName = "manifest.ocdbt";
 // version-node references: far below these limits.
 constexpr uint64_t kMaxManifestFileBytes = uint64_t{256} << 20;
 constexpr uint64_t kMaxManifestBodyBytes = uint64_t{256} << 20;
+// The keys of a checkpoint's tree: a parameter name and a chunk index each,
+// a few MB even for the largest models.
+constexpr uint64_t kMaxTotalKeyBytes = uint64_t{1} << 30;
 
 // A key or path as it may be printed: non-printable bytes as \xNN.
 std::string Printable(std::string_view s) {
@@ -207,6 +212,13 @@ struct OcdbtReader::Walk {
   OcdbtReader& reader;
   uint64_t max_body_bytes;
   const std::string* last_key = nullptr;
+  // Nodes already read, by (canonical file, offset, length). A version's tree
+  // never shares a node between two parents; a hostile one that does could
+  // make a few nodes stand for 2^height leaves.
+  std::set<std::tuple<std::string, uint64_t, uint64_t>> visited;
+  // Bytes of all keys kept so far: prefix compression plus zstd let a small
+  // database spell out far more key bytes than any real checkpoint has.
+  uint64_t key_bytes = 0;
 
   // Loads the node `ref` (a path below `transitive`) of height `height`
   // whose keys start with `prefix` and are at least `inclusive_min`.
@@ -217,6 +229,12 @@ struct OcdbtReader::Walk {
     CKB_RETURN_IF_ERROR(CheckDataPath(path, referrer));
     const fs::path file = reader.dir_ / path;
     const std::string label = file.string() + " at " + Range(ref.offset, ref.length);
+    std::error_code ec;
+    const fs::path canonical = fs::weakly_canonical(file, ec);
+    if (!visited.emplace(ec ? file.string() : canonical.string(), ref.offset, ref.length).second) {
+      return DataLoss(label + ": b+tree node referenced a second time, by " +
+                      std::string(referrer) + " (the nodes of a tree are never shared)");
+    }
     CKB_ASSIGN_OR_RETURN(std::string encoded,
                          ReadRange(file, ref.offset, ref.length,
                                    "b+tree node referenced by " + std::string(referrer)));
@@ -244,6 +262,11 @@ struct OcdbtReader::Walk {
     if (node.height == 0) {
       for (LeafEntry& entry : node.leaves) {
         std::string key = prefix + entry.key;
+        key_bytes += key.size();
+        if (key_bytes > kMaxTotalKeyBytes) {
+          return DataLoss(label + ": the keys of the tree add up to more than " +
+                          std::to_string(kMaxTotalKeyBytes) + " bytes");
+        }
         if (last_key && key <= *last_key) {
           return DataLoss(label + ": key " + Quoted(key) + " does not sort after " +
                           Quoted(*last_key) + " (keys must increase across the whole tree)");
@@ -321,7 +344,7 @@ Status OcdbtReader::LoadManifest() {
 Status OcdbtReader::LoadTree() {
   const BtreeGeneration& latest = version();
   if (latest.root.IsMissing()) return Status::Ok();  // an empty database
-  Walk walk{*this, MaxNodeBodyBytes(manifest_.config)};
+  Walk walk{*this, MaxNodeBodyBytes(manifest_.config), nullptr, {}, 0};
   return walk.Node(latest.root, "", latest.root_height, "", "",
                    "the manifest " + manifest_path_.string() + " (generation " +
                        std::to_string(latest.generation) + ")");

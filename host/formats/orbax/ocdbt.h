@@ -47,8 +47,10 @@ namespace ckptbridge::orbax {
 // database directory (no "..", ".", empty or absolute component) - a node
 // reached through a data file whose base path is B resolves its own paths
 // below B (the transitive path, how Orbax's merged top-level database points
-// into `ocdbt.process_N/d/...`). Violations are DataLoss errors that name the
-// file (and offset) at fault.
+// into `ocdbt.process_N/d/...`). No node may be reached twice (a tree shares
+// none, and a hostile DAG would multiply the leaves) and the keys of the tree
+// may add up to at most 1 GiB (256 MiB per node). Violations are DataLoss
+// errors that name the file (and offset) at fault.
 class OcdbtReader final : public KvStore {
  public:
   // Errors: NotFound "<dir>/manifest.ocdbt: no such file" when there is no

@@ -1023,10 +1023,17 @@ Result<BtreeNode> DecodeBtreeNodeBody(std::string_view body, std::string_view la
   auto key = [&](uint64_t i) -> std::string& {
     return leaf ? node.leaves[i].key : node.children[i].key;
   };
+  uint64_t total_key_bytes = 0;
   for (uint64_t i = 0; ok && i < n; ++i) {
     const size_t previous_length = i ? key(i - 1).size() : 0;
     const uint64_t length = prefix[i] + suffix[i];
-    if (prefix[i] > previous_length) {
+    total_key_bytes += length;
+    if (total_key_bytes > kMaxNodeKeyBytes) {
+      // Each key may repeat up to 64 KiB of its predecessor for a few bytes
+      // of body: 2^20 such keys would decode to 64 GiB.
+      ok = r.Fail("the keys up to " + Indexed("key", i) + " add up to more than " +
+                  std::to_string(kMaxNodeKeyBytes) + " bytes");
+    } else if (prefix[i] > previous_length) {
       ok = r.Fail(Indexed("key_prefix_length", i) + " = " + std::to_string(prefix[i]) +
                   " exceeds the previous key's length " + std::to_string(previous_length));
     } else if (length > kMaxKeyLength) {

@@ -44,6 +44,11 @@ inline constexpr size_t kMaxKeyLength = 65535;
 inline constexpr size_t kMaxPathLength = 65535;
 inline constexpr uint64_t kMaxNodeArity = uint64_t{1} << 20;
 inline constexpr uint64_t kMaxInlineValueLength = uint64_t{1} << 20;
+// The most key bytes (full keys, prefixes included) one decoded B+tree node
+// may hold. TensorStore keeps a node's estimated decoded size, keys included,
+// near max_decoded_node_bytes (Orbax: 100 MB); shared key prefixes make more
+// a decompression bomb.
+inline constexpr uint64_t kMaxNodeKeyBytes = uint64_t{256} << 20;
 inline constexpr int kMinZstdLevel = -131072;
 inline constexpr int kMaxZstdLevel = 22;
 
