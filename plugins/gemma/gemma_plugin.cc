@@ -61,9 +61,9 @@
 // +1 / -1, the Gemma2 query x f32(1/sqrt(D)) / x f32(sqrt(D)) and both
 // embedding products are MaxText's to the bit. MaxText divides the embedding
 // by its normalizer on export; ops can only multiply, so export multiplies by
-// the f32 reciprocal, which can differ from the quotient in the last f32 bit
-// (a bfloat16 export almost never sees it; for E 2304, 48 = 3 * 16, a
-// bfloat16 source comes back exactly).
+// the f32 reciprocal. For every bfloat16 value and the normalizers of all six
+// MaxText models, a bfloat16 export is bit-identical to the quotient; a
+// float32 export differs from it in the last bit for 13-37% of the values.
 //
 // Attention patterns: MaxText fixes them (gemma2: local, global; gemma3: five
 // local, one global). A config whose sliding_window_pattern says otherwise
@@ -183,7 +183,10 @@ struct Dims {
   // gemma3
   double rope_local_theta = 10000.0;
   double rope_linear_factor = 1.0;
-  bool has_vision = false;  // a vision_config is present (model_type gemma3)
+  bool has_vision = false;  // a usable vision_config (model_type gemma3)
+  // Why vision_config cannot be converted; raised only with --multimodal, so
+  // the text model of such a checkpoint still converts.
+  std::string vision_problem;
   Vision vision;
 
   bool gemma2() const { return family == Family::kGemma2; }
@@ -220,6 +223,19 @@ json NumberOrNull(const sdk::Config& c, std::string_view key, json fallback) {
   if (v.is_null() || v.is_number()) return v;
   sdk::Fail(CKB_INVALID_ARGUMENT,
             c.label() + ": '" + std::string(key) + "' must be a number or null, got " + v.dump());
+}
+
+// The factor of a Gemma3 RoPE scaling object (rope_scaling, or one of
+// rope_parameters): MaxText's gemma3 block knows linear scaling only.
+double LinearRopeFactor(const sdk::Config& rope) {
+  const std::string type = rope.String("rope_type", rope.String("type", "default"));
+  if (type == "linear") return rope.Number("factor");
+  if (type != "default") {
+    sdk::Fail(CKB_UNSUPPORTED, rope.label() + ": rope_type '" + type +
+                                   "', but MaxText's gemma3 decoder block has only linear RoPE "
+                                   "scaling (rope_linear_scaling_factor)");
+  }
+  return 1.0;
 }
 
 Vision ReadVision(const sdk::Config& v) {
@@ -259,8 +275,12 @@ Dims ReadDims(std::string_view model_type, const sdk::Config& top) {
   // the SigLIP tower's in vision_config.
   const sdk::Config c = d.family == Family::kGemma3 ? top.Object("text_config") : top;
   if (d.family == Family::kGemma3 && top.Has("vision_config")) {
-    d.has_vision = true;
-    d.vision = ReadVision(top.Object("vision_config"));
+    try {
+      d.vision = ReadVision(top.Object("vision_config"));
+      d.has_vision = true;
+    } catch (const sdk::Error& e) {
+      d.vision_problem = e.what();
+    }
   }
 
   // transformers' defaults (Gemma2Config, Gemma3TextConfig) where the
@@ -318,24 +338,26 @@ Dims ReadDims(std::string_view model_type, const sdk::Config& top) {
   d.activation = act.rfind("gelu", 0) == 0 ? "gelu" : act;
   d.rms_norm_eps = c.Number("rms_norm_eps", 1e-6);
   d.sliding_window = NumberOrNull(c, "sliding_window", 4096);
+  // transformers 5 keeps the RoPE settings under rope_parameters, for
+  // Gemma3 one object per attention type; older configs at the top level.
+  const bool v5_rope = c.Has("rope_parameters") && c.json().at("rope_parameters").is_object();
   if (d.gemma2()) {
-    d.rope_theta = c.Number("rope_theta", 10000.0);
+    d.rope_theta = v5_rope ? c.Object("rope_parameters").Number("rope_theta", 10000.0)
+                           : c.Number("rope_theta", 10000.0);
     d.final_soft_cap = NumberOrNull(c, "final_logit_softcapping", 30.0);
     d.attn_soft_cap = NumberOrNull(c, "attn_logit_softcapping", 50.0);
+  } else if (v5_rope && c.json().at("rope_parameters").contains("full_attention")) {
+    const sdk::Config params = c.Object("rope_parameters");
+    const sdk::Config global = params.Object("full_attention");
+    d.rope_theta = global.Number("rope_theta", 1000000.0);
+    d.rope_linear_factor = LinearRopeFactor(global);
+    if (params.Has("sliding_attention")) {
+      d.rope_local_theta = params.Object("sliding_attention").Number("rope_theta", 10000.0);
+    }
   } else {
     d.rope_theta = c.Number("rope_theta", 1000000.0);
     d.rope_local_theta = c.Number("rope_local_base_freq", 10000.0);
-    if (c.Has("rope_scaling")) {
-      const sdk::Config rope = c.Object("rope_scaling");
-      const std::string type = rope.String("rope_type", rope.String("type", "default"));
-      if (type == "linear") {
-        d.rope_linear_factor = rope.Number("factor");
-      } else if (type != "default") {
-        sdk::Fail(CKB_UNSUPPORTED, rope.label() + ": rope_type '" + type +
-                                       "', but MaxText's gemma3 decoder block has only linear "
-                                       "RoPE scaling (rope_linear_scaling_factor)");
-      }
-    }
+    if (c.Has("rope_scaling")) d.rope_linear_factor = LinearRopeFactor(c.Object("rope_scaling"));
   }
   return d;
 }
@@ -397,6 +419,9 @@ class GemmaAdapter final : public sdk::Adapter {
     // gemma2 and gemma3_text have none, so it changes nothing there.
     const bool multimodal = d_.family == Family::kGemma3 && options.raw.is_object() &&
                             options.raw.value("multimodal", false);
+    if (multimodal && !d_.vision_problem.empty()) {
+      sdk::Fail(CKB_INVALID_ARGUMENT, "--multimodal: " + d_.vision_problem);
+    }
     if (multimodal && !d_.has_vision) {
       sdk::Fail(CKB_INVALID_ARGUMENT,
                 "--multimodal: config.json has no vision_config to size the vision tower from");

@@ -1264,6 +1264,20 @@ TEST(GemmaConfigTest, ExportedConfigIsTheSourcesWithoutOurKey) {
   EXPECT_EQ(fixture["rope_max_timescale"], 1000000.0);
   EXPECT_EQ(fixture["mlp_activations"], json({"gelu", "linear"}));
   EXPECT_FALSE(fixture.contains("vision_encoder_block"));
+  // transformers 5 writes RoPE settings per attention type under
+  // rope_parameters.
+  json v5 = Gemma3Text();
+  for (const char* key : {"rope_theta", "rope_local_base_freq"}) v5.erase(key);
+  v5["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 500000.0}}},
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 20000.0}}}};
+  const json v5_settings = MaxTextSettings(v5);
+  EXPECT_EQ(v5_settings["rope_max_timescale"], 500000.0);
+  EXPECT_EQ(v5_settings["local_rope_max_timescale"], 20000.0);
+  EXPECT_EQ(v5_settings["rope_linear_scaling_factor"], 8.0);
+  json g2v5 = Gemma2Plain();
+  g2v5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 30000.0}};
+  EXPECT_EQ(MaxTextSettings(g2v5)["rope_max_timescale"], 30000.0);
 }
 
 // ---------------------------------------------------------------------------
@@ -1345,19 +1359,39 @@ INSTANTIATE_TEST_SUITE_P(
                 With(Gemma3Text(), "rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}),
                 "config.json: rope_scaling: rope_type 'yarn', but MaxText's gemma3 decoder block "
                 "has only linear RoPE scaling"},
+        Refusal{"rope_parameters_yarn",
+                With(Gemma3Text(), "rope_parameters",
+                     {{"full_attention", {{"rope_type", "yarn"}, {"factor", 4.0}}}}),
+                "config.json: rope_parameters: full_attention: rope_type 'yarn'"},
         Refusal{"sliding_window_text", With(Gemma2Plain(), "sliding_window", "wide"),
                 "config.json: 'sliding_window' must be a number or null, got \"wide\""},
         Refusal{"multimodal_without_vision_config", Without(Gemma3Multimodal(), "vision_config"),
                 "--multimodal: config.json has no vision_config", true},
         Refusal{"vision_patches", WithVision(Gemma3Multimodal(), "image_size", 14),
-                "config.json: vision_config: image_size 14 is not a multiple of patch_size 4"},
+                "--multimodal: config.json: vision_config: image_size 14 is not a multiple of "
+                "patch_size 4",
+                true},
         Refusal{"vision_heads", WithVision(Gemma3Multimodal(), "num_attention_heads", 5),
-                "config.json: vision_config: hidden_size 24 is not a multiple of "
-                "num_attention_heads 5"},
+                "--multimodal: config.json: vision_config: hidden_size 24 is not a multiple of "
+                "num_attention_heads 5",
+                true},
         Refusal{"vision_head", WithVision(Gemma3Multimodal(), "vision_use_head", true),
-                "config.json: vision_config: vision_use_head is true, but MaxText's gemma3 vision "
-                "encoder has no attention-pooling head"}),
+                "--multimodal: config.json: vision_config: vision_use_head is true, but MaxText's "
+                "gemma3 vision encoder has no attention-pooling head",
+                true},
+        Refusal{"vision_size", WithVision(Gemma3Multimodal(), "hidden_size", -24),
+                "--multimodal: config.json: vision_config: 'hidden_size' must be positive, got -24",
+                true}),
     [](const ::testing::TestParamInfo<Refusal>& info) { return info.param.name; });
+
+// A vision_config the plugin cannot convert does not stand in the way of
+// converting the text model.
+TEST(GemmaRefusalTest, UnusableVisionConfigStillConvertsText) {
+  const json config = WithVision(Gemma3Multimodal(), "vision_use_head", true);
+  const RuleSet rules = RulesOf(config, true, false);
+  EXPECT_FALSE(rules.rules.empty());
+  EXPECT_FALSE(MaxTextSettings(config).contains("hidden_size_for_vit"));
+}
 
 // Through the CLI: exit code 2 and nothing at the destination.
 TEST(GemmaRefusalCliTest, OddGemma2LayerCount) {
