@@ -413,6 +413,18 @@ Result<ConvertSummary> Convert(const ConvertOptions& options, const PluginRegist
     return InvalidArgument("the destination " + options.destination.string() +
                            " would overwrite the source");
   }
+  // A run killed outright (SIGKILL, power loss) cannot remove its staging
+  // directory. Say so rather than delete it: another conversion to the same
+  // destination may be writing it right now.
+  const std::vector<fs::path> leftovers = LeftoverStagingDirs(options.destination);
+  if (!leftovers.empty()) {
+    std::string list;
+    for (const fs::path& p : leftovers) list += (list.empty() ? "" : " ") + p.string();
+    Notice(observer, std::to_string(leftovers.size()) +
+                         " unfinished output(s) of an interrupted earlier run lie next to the "
+                         "destination; delete them once no other conversion writes there: " +
+                         list);
+  }
   return options.direction == Direction::kToMaxText ? ToMaxText(options, plugins, observer)
                                                     : ToHf(options, plugins, observer);
 }
