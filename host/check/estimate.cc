@@ -4,99 +4,39 @@
 #include <functional>
 #include <thread>
 
+#include "host/engine/execute.h"
 #include "host/formats/safetensors/writer.h"
 
 namespace ckptbridge::check {
-namespace {
+namespace {}  // namespace
 
-uint64_t Elements(const Shape& shape) { return static_cast<uint64_t>(NumElementsUnchecked(shape)); }
-
-// f32 copies a chain makes beyond its inputs: ops that build a new tensor.
-uint64_t CopyingSteps(const engine::Chain& chain) {
-  uint64_t n = 0;
-  for (const engine::ChainStep& step : chain.steps) {
-    switch (step.op.kind) {
-      case OpKind::kTranspose:
-      case OpKind::kInterleave:
-      case OpKind::kDeinterleave:
-      case OpKind::kPad:
-      case OpKind::kTruncate:
-      case OpKind::kConcat:
-      case OpKind::kSplit:
-      case OpKind::kCustom:
-        ++n;
-        break;
-      default:
-        break;
-    }
-  }
-  return n;
-}
-
-// Memory of one unit (see estimate.h).
-uint64_t UnitMemory(const engine::Plan& plan, const engine::Unit& unit) {
-  const engine::PlannedRule& rule = plan.rules[unit.rule];
-  uint64_t source = 0, f32 = 0, narrowed = 0;
-  const bool to_maxtext = plan.direction == engine::Direction::kToMaxText;
-  for (size_t idx : unit.hf_tensors) {
-    const engine::HfTensor& hf = plan.hf_tensors[idx];
-    const uint64_t n = Elements(hf.shape);
-    if (to_maxtext) {
-      source += n * DTypeSize(hf.dtype);
-    } else {
-      narrowed += n * DTypeSize(hf.dtype);
-    }
-    f32 = std::max(f32, n * 4);
-  }
-  uint64_t f32_total = 0;
-  for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
-    const engine::MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
-    const uint64_t n = Elements(rule.mt_slice_shapes[i]);
-    f32_total += n * 4;
-    if (to_maxtext) {
-      narrowed += n * DTypeSize(mt.dtype);
-    } else {
-      // The region read, plus the one decoded chunk each reader caches.
-      source += n * DTypeSize(mt.dtype) + Elements(mt.chunk_shape) * DTypeSize(mt.dtype);
-    }
-  }
-  // Inputs and outputs are each about the slice size in f32; the working set
-  // holds the inputs, one copy per copying op (freed as the chain goes, so at
-  // most two at a time) and the narrowed bytes.
-  const uint64_t working = std::max(f32, f32_total);
-  const uint64_t copies = std::min<uint64_t>(CopyingSteps(rule.forward), 1);
-  return source + working * (1 + copies) + narrowed;
-}
-
-}  // namespace
-
-uint64_t PeakMemory(const std::vector<uint64_t>& unit_memory, int threads) {
-  uint64_t peak = kBaseMemoryBytes;
+uint64_t PeakMemory(const std::vector<uint64_t>& unit_memory, int threads, uint64_t budget) {
+  uint64_t in_flight = 0;
   for (size_t i = 0; i < unit_memory.size() && i < static_cast<size_t>(std::max(threads, 1)); ++i) {
-    peak += unit_memory[i];
+    in_flight += unit_memory[i];
   }
-  return peak;
+  // The engine's budget holds the slices in flight below it, except a slice
+  // that alone needs more: it runs by itself.
+  if (budget > 0 && !unit_memory.empty()) {
+    in_flight = std::min(in_flight, std::max(budget, unit_memory.front()));
+  }
+  return kBaseMemoryBytes + in_flight;
 }
 
-int ThreadsThatFit(const std::vector<uint64_t>& unit_memory, int max_threads, uint64_t budget) {
-  int best = 0;
-  for (int t = 1; t <= max_threads; ++t) {
-    if (PeakMemory(unit_memory, t) > budget) break;
-    best = t;
-  }
-  return best;
-}
-
-Result<PlanEstimate> Estimate(const engine::Plan& plan, int threads, uint64_t max_shard_bytes) {
+Result<PlanEstimate> Estimate(const engine::Plan& plan, int threads, uint64_t max_shard_bytes,
+                              uint64_t max_memory) {
   PlanEstimate e;
   e.read_bytes = plan.read_bytes;
   e.write_bytes = plan.write_bytes;
   e.units = plan.units.size();
   e.threads =
       threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (const engine::Unit& unit : plan.units) e.unit_memory.push_back(UnitMemory(plan, unit));
+  e.max_memory = max_memory;
+  for (const engine::Unit& unit : plan.units) {
+    e.unit_memory.push_back(engine::UnitMemory(plan, unit));
+  }
   std::sort(e.unit_memory.begin(), e.unit_memory.end(), std::greater<>());
-  e.peak_memory = PeakMemory(e.unit_memory, e.threads);
+  e.peak_memory = PeakMemory(e.unit_memory, e.threads, max_memory);
 
   if (plan.direction == engine::Direction::kToHf) {
     std::vector<safetensors::TensorSpec> specs;
@@ -119,9 +59,8 @@ Result<PlanEstimate> Estimate(const engine::Plan& plan, int threads, uint64_t ma
 
 MemoryFit FitMemory(const PlanEstimate& e, uint64_t budget) {
   MemoryFit fit;
-  fit.fits = e.peak_memory <= budget;
-  fit.threads = fit.fits ? e.threads : ThreadsThatFit(e.unit_memory, e.threads, budget);
-  fit.peak = PeakMemory(e.unit_memory, std::max(fit.threads, 1));
+  fit.largest = e.unit_memory.empty() ? 0 : e.unit_memory.front();
+  fit.fits = fit.largest <= budget;
   return fit;
 }
 

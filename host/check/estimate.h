@@ -2,17 +2,17 @@
 //
 // From a plan alone (headers and metadata) this predicts:
 //
-//   memory   per slice: the source bytes it touches (mapped pages or the
-//            decoded chunks of an Orbax region), the f32 working copies (the
-//            inputs, one more for every op that copies: transpose, concat,
-//            split, interleave, pad) and the narrowed output bytes. Slices run
-//            `threads` at a time, so the peak is the sum of the `threads`
-//            largest, plus a fixed base for the process and its plugins.
+//   memory   per slice, the engine's own working-set estimate
+//            (engine::UnitMemory: inputs as stored and as f32, outputs as f32
+//            and as written, the chunks encoded or decoded). Slices run
+//            `threads` at a time within the --max-memory budget, which only a
+//            slice that alone needs more exceeds (it then runs by itself). The
+//            peak is a fixed base for the process plus the slices in flight.
 //   disk     the output's tensor bytes (uncompressed: an upper bound for
 //            Orbax, which may compress chunks) plus headers and metadata. The
 //            output is staged next to the destination and renamed into place,
 //            so no other scratch space is used; with --overwrite the old
-//            destination stays until the end and its bytes count too.
+//            destination stays until the end.
 #ifndef CKPTBRIDGE_HOST_CHECK_ESTIMATE_H_
 #define CKPTBRIDGE_HOST_CHECK_ESTIMATE_H_
 
@@ -40,32 +40,31 @@ struct PlanEstimate {
   uint64_t write_bytes = 0;
   size_t units = 0;
   int threads = 1;
-  // Memory of each slice, largest first.
+  uint64_t max_memory = 0;  // the budget (0: none)
+  // Working set of each slice, largest first.
   std::vector<uint64_t> unit_memory;
-  uint64_t peak_memory = 0;  // base + the `threads` largest slices
+  uint64_t peak_memory = 0;  // base + the slices in flight
   // To HF: the safetensors shards the output will have (empty to MaxText).
   std::vector<PlannedShardFile> shards;
   uint64_t disk_bytes = 0;  // what the output occupies, at most
 };
 
-// Estimates `plan` run on `threads` threads (0: every core) writing HF shards
-// of at most `max_shard_bytes`.
-Result<PlanEstimate> Estimate(const engine::Plan& plan, int threads, uint64_t max_shard_bytes);
+// Estimates `plan` run on `threads` threads (0: every core) within a memory
+// budget of `max_memory` bytes (0: none), writing HF shards of at most
+// `max_shard_bytes`.
+Result<PlanEstimate> Estimate(const engine::Plan& plan, int threads, uint64_t max_shard_bytes,
+                              uint64_t max_memory);
 
-// Peak memory with `threads` threads (unit_memory sorted largest first).
-uint64_t PeakMemory(const std::vector<uint64_t>& unit_memory, int threads);
+// Peak memory with `threads` threads and a budget (0: none); `unit_memory`
+// sorted largest first.
+uint64_t PeakMemory(const std::vector<uint64_t>& unit_memory, int threads, uint64_t budget);
 
-// The most threads (up to `max_threads`) whose peak fits in `budget`; 0 when
-// not even one slice fits.
-int ThreadsThatFit(const std::vector<uint64_t>& unit_memory, int max_threads, uint64_t budget);
-
-// Whether `estimate` fits in `budget` bytes of memory; when not, the most
-// threads that would (0: not even one) and the peak then (with one thread
-// when none fits).
+// Whether a budget of `budget` bytes holds every slice: a smaller budget is
+// exceeded by the largest slice, which runs alone. `largest` is the least
+// --max-memory that holds.
 struct MemoryFit {
   bool fits = true;
-  int threads = 0;
-  uint64_t peak = 0;
+  uint64_t largest = 0;
 };
 MemoryFit FitMemory(const PlanEstimate& estimate, uint64_t budget);
 

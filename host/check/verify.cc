@@ -186,9 +186,13 @@ class Verifier {
     exec.threads = options_.threads;
     exec.progress = options_.progress;
     exec.cancel = options_.cancel;
+    exec.max_memory = options_.max_memory > 0 ? options_.max_memory : engine::DefaultMaxMemory();
+    // Both sides of a slice are held at once: about twice what converting
+    // it takes.
     CKB_RETURN_IF_ERROR(engine::ForEachUnit(
         plan_.units.size(), exec, [&](size_t i) { return plan_.units[i].bytes; },
-        [&](size_t i) { return CheckUnit(plan_.units[i]); }));
+        [&](size_t i) { return CheckUnit(plan_.units[i]); },
+        [&](size_t i) { return 2 * engine::UnitMemory(plan_, plan_.units[i]); }));
 
     report.slices = plan_.units.size();
     for (auto& [name, check] : checks_) report.tensors.push_back(std::move(check));

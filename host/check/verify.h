@@ -17,9 +17,9 @@
 // dequantization) and rules declared lossy are compared the other way round:
 // the source is mapped forward and compared with the stored output.
 //
-// Work goes slice by slice (one layer, one expert) on `threads` threads, so
-// memory is bounded by the largest slice times the thread count, as in
-// conversion.
+// Work goes slice by slice (one layer, one expert) on `threads` threads
+// within a memory budget, as in conversion: memory is bounded by the budget
+// (or the largest slice, which runs alone), never by the model.
 //
 // Exactness: a path is lossless when it only moves values (no Scale/Add, no
 // plugin transform) and the output dtype holds every value of the source
@@ -59,6 +59,9 @@ struct VerifyOptions {
   std::string model_name;
   nlohmann::json plugin_options = nlohmann::json::object();
   int threads = 0;
+  // Bytes the slices being compared may hold together (0: the engine's
+  // default, a quarter of physical memory).
+  uint64_t max_memory = 0;
   engine::Progress* progress = nullptr;
   const std::atomic<bool>* cancel = nullptr;
   // Relative tolerance of fingerprint profiles (bf16 rounding moves a

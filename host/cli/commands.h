@@ -42,9 +42,10 @@ int RunVerification(const check::VerifyOptions& options, const PluginRegistry& p
 int PrintVerifyReport(const check::VerifyReport& report, const std::string& source,
                       const std::string& converted, std::ostream& out);
 // The summary `plan` prints and `convert` prints before starting: tensors,
-// bytes read and written, shards, predicted peak memory.
+// bytes read and written, shards, predicted peak memory (within a budget of
+// `max_memory` bytes; 0: the default, engine::DefaultMaxMemory()).
 void PrintPlanSummary(const engine::Plan& plan, int threads, uint64_t max_shard_bytes,
-                      std::ostream& out);
+                      std::ostream& out, uint64_t max_memory = 0);
 
 // Shared by the commands --------------------------------------------------
 

@@ -7,6 +7,7 @@
 #include "host/check/open.h"
 #include "host/cli/commands.h"
 #include "host/cli/format.h"
+#include "host/engine/execute.h"
 #include "host/formats/safetensors/writer.h"
 
 namespace ckptbridge::cli {
@@ -24,8 +25,9 @@ shard, bytes), the shards, the bytes read and written, the predicted peak
 memory and the disk space the output needs. Takes convert's options.
 
 With DESTINATION, the plan is refused (exit 1) when the free disk space there
-is too small, and with --max-memory when the predicted peak is larger; the
-message names the flag that would fit (--threads N, --save-dtype bfloat16).
+is too small, naming --save-dtype bfloat16 when that would fit; with
+--max-memory, when a slice alone needs more than the budget, naming the least
+--max-memory that holds.
 
 Examples:
   ckptbridge plan --to maxtext path/to/Llama-3.1-8B
@@ -54,13 +56,14 @@ fs::path ExistingAncestor(fs::path path) {
 }  // namespace
 
 void PrintPlanSummary(const engine::Plan& plan, int threads, uint64_t max_shard_bytes,
-                      std::ostream& out) {
+                      std::ostream& out, uint64_t max_memory) {
   const bool to_maxtext = plan.direction == engine::Direction::kToMaxText;
   out << "plan: " << plan.units.size() << " slices, read " << HumanBytes(plan.read_bytes) << " in "
       << (to_maxtext ? plan.hf_tensors.size() : plan.mt_tensors.size()) << " tensors, write "
       << HumanBytes(plan.write_bytes) << " in "
       << (to_maxtext ? plan.mt_tensors.size() : plan.hf_tensors.size()) << " tensors";
-  Result<check::PlanEstimate> e = check::Estimate(plan, threads, max_shard_bytes);
+  Result<check::PlanEstimate> e = check::Estimate(
+      plan, threads, max_shard_bytes, max_memory > 0 ? max_memory : engine::DefaultMaxMemory());
   if (!e.ok()) {
     out << '\n';
     return;
@@ -84,7 +87,8 @@ int RunPlanCommand(const std::vector<std::string>& args, std::ostream& out, std:
       ("max-shard-size", po::value<std::string>()->value_name("SIZE")->default_value("3GiB"),
        "To HF: largest safetensors shard")
       ("max-memory", po::value<std::string>()->value_name("SIZE"),
-       "Refuse when the predicted peak memory is larger, naming a --threads that fits")
+       "As for convert (default: a quarter of the physical memory); refused when a slice "
+       "alone needs more")
       ("threads", po::value<int>()->value_name("N")->default_value(0),
        "Worker threads convert would use; 0 is every core")
       ("hf-config", po::value<std::string>()->value_name("FILE"), "As for convert")
@@ -161,7 +165,8 @@ int RunPlanCommand(const std::vector<std::string>& args, std::ostream& out, std:
   Result<check::Opened> opened = check::OpenSource(open, direction, *plugins);
   if (!opened.ok()) return ReportError(err, "plan", opened.status());
   const engine::Plan& plan = opened->plan;
-  Result<check::PlanEstimate> estimate = check::Estimate(plan, threads, *shard);
+  Result<check::PlanEstimate> estimate =
+      check::Estimate(plan, threads, *shard, max_memory.value_or(engine::DefaultMaxMemory()));
   if (!estimate.ok()) return ReportError(err, "plan", estimate.status());
   const check::PlanEstimate& e = *estimate;
   const bool to_maxtext = direction == engine::Direction::kToMaxText;
@@ -218,8 +223,8 @@ int RunPlanCommand(const std::vector<std::string>& args, std::ostream& out, std:
       << (to_maxtext ? plan.mt_tensors.size() : plan.hf_tensors.size()) << " tensors, " << e.units
       << " slices\n"
       << "memory: peak ~" << HumanBytes(e.peak_memory) << " with " << e.threads
-      << " threads (largest slice " << HumanBytes(e.unit_memory.empty() ? 0 : e.unit_memory[0])
-      << ")\n"
+      << " threads within a budget of " << HumanBytes(e.max_memory) << " (largest slice "
+      << HumanBytes(e.unit_memory.empty() ? 0 : e.unit_memory[0]) << ")\n"
       << "disk:   " << HumanBytes(e.disk_bytes)
       << " at the destination, staged next to it and renamed into place (no other scratch)\n";
 
@@ -227,14 +232,10 @@ int RunPlanCommand(const std::vector<std::string>& args, std::ostream& out, std:
   if (max_memory) {
     const check::MemoryFit fit = check::FitMemory(e, *max_memory);
     if (!fit.fits) {
-      err << "ckptbridge plan: the predicted peak memory " << HumanBytes(e.peak_memory) << " with "
-          << e.threads << " threads exceeds --max-memory " << HumanBytes(*max_memory) << "; ";
-      if (fit.threads > 0) {
-        err << "--threads " << fit.threads << " fits (peak ~" << HumanBytes(fit.peak) << ")\n";
-      } else {
-        err << "even one thread needs ~" << HumanBytes(fit.peak)
-            << " (the largest slice); no flag makes it fit\n";
-      }
+      err << "ckptbridge plan: --max-memory " << HumanBytes(*max_memory)
+          << " is smaller than the largest slice, which needs " << HumanBytes(fit.largest)
+          << " and would run alone above the budget; --max-memory " << HumanBytes(fit.largest)
+          << " is the least that holds\n";
       refused = 1;
     }
   }

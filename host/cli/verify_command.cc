@@ -136,6 +136,9 @@ int RunVerifyCommand(const std::vector<std::string>& args, std::ostream& out, st
       ("mtp", po::bool_switch(), "The conversion was made with --mtp")
       ("threads", po::value<int>()->value_name("N")->default_value(0),
        "Worker threads; 0 uses every core")
+      ("max-memory", po::value<std::string>()->value_name("SIZE"),
+       "Bytes the slices being compared may hold together (default: a quarter of the physical "
+       "memory)")
       ("quiet,q", po::bool_switch(), "No progress line");
   // clang-format on
   AddPluginOptions(options);
@@ -171,6 +174,11 @@ int RunVerifyCommand(const std::vector<std::string>& args, std::ostream& out, st
   if (verify.threads < 0) {
     err << "ckptbridge verify: --threads must be 0 or more\n";
     return 2;
+  }
+  if (vars.count("max-memory")) {
+    Result<uint64_t> budget = ParseSize(vars["max-memory"].as<std::string>(), "--max-memory");
+    if (!budget.ok()) return ReportError(err, "verify", budget.status());
+    verify.max_memory = *budget;
   }
   Result<PluginRegistry> plugins = DiscoverPlugins(vars);
   if (!plugins.ok()) return ReportError(err, "verify", plugins.status());

@@ -9,6 +9,7 @@
 
 #include "host/check/estimate.h"
 #include "host/check/open.h"
+#include "host/engine/execute.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -77,36 +78,45 @@ TEST(PlanTest, ToHfShardsMatchTheExport) {
   }
 }
 
-TEST(PlanTest, MemoryRefusalNamesTheThreadsThatFit) {
+TEST(PlanTest, MemoryFollowsTheEngineBudget) {
   check::OpenOptions open;
   open.source = Llama();
   Result<PluginRegistry> plugins = PluginRegistry::Discover({});
   ASSERT_TRUE(plugins.ok());
   Result<check::Opened> opened = check::OpenSource(open, engine::Direction::kToMaxText, *plugins);
   ASSERT_TRUE(opened.ok()) << opened.status().message();
-  Result<check::PlanEstimate> e = check::Estimate(opened->plan, 8, uint64_t{3} << 30);
+  Result<check::PlanEstimate> e = check::Estimate(opened->plan, 8, uint64_t{3} << 30, 0);
   ASSERT_TRUE(e.ok());
   ASSERT_EQ(e->units, 21u);
-  ASSERT_GE(e->unit_memory.size(), 3u);
+  ASSERT_GE(e->unit_memory.size(), 8u);
   EXPECT_TRUE(std::is_sorted(e->unit_memory.rbegin(), e->unit_memory.rend()));
-  const uint64_t two = check::PeakMemory(e->unit_memory, 2);
-  EXPECT_EQ(two, check::kBaseMemoryBytes + e->unit_memory[0] + e->unit_memory[1]);
+  // The engine's own estimate, slice by slice.
+  std::vector<uint64_t> engine_memory;
+  for (const engine::Unit& u : opened->plan.units) {
+    engine_memory.push_back(engine::UnitMemory(opened->plan, u));
+  }
+  std::sort(engine_memory.rbegin(), engine_memory.rend());
+  EXPECT_EQ(e->unit_memory, engine_memory);
+  uint64_t eight = check::kBaseMemoryBytes;
+  for (int i = 0; i < 8; ++i) eight += e->unit_memory[i];
+  EXPECT_EQ(e->peak_memory, eight);
+  // A budget caps what is in flight, except for a slice larger than it.
+  const uint64_t largest = e->unit_memory[0];
+  EXPECT_EQ(check::PeakMemory(e->unit_memory, 8, largest + 1),
+            check::kBaseMemoryBytes + largest + 1);
+  EXPECT_EQ(check::PeakMemory(e->unit_memory, 8, 1), check::kBaseMemoryBytes + largest);
+  EXPECT_TRUE(check::FitMemory(*e, largest).fits);
+  EXPECT_FALSE(check::FitMemory(*e, largest - 1).fits);
+  EXPECT_EQ(check::FitMemory(*e, largest - 1).largest, largest);
 
-  check::MemoryFit fit = check::FitMemory(*e, two);
-  EXPECT_FALSE(fit.fits);
-  EXPECT_EQ(fit.threads, 2);
-  fit = check::FitMemory(*e, check::kBaseMemoryBytes);
-  EXPECT_EQ(fit.threads, 0);
-  EXPECT_TRUE(check::FitMemory(*e, e->peak_memory).fits);
-
-  CliRun run = RunCli({"plan", "--to", "maxtext", "--summary", "--threads", "8", "--max-memory",
-                       std::to_string(two), Llama().string()});
+  CliRun run =
+      RunCli({"plan", "--to", "maxtext", "--summary", "--max-memory", "1KiB", Llama().string()});
   EXPECT_EQ(run.exit_code, 1) << Show(run);
-  EXPECT_TRUE(Contains(run.err, "exceeds --max-memory")) << run.err;
-  EXPECT_TRUE(Contains(run.err, "--threads 2 fits")) << run.err;
-  run = RunCli({"plan", "--to", "maxtext", "--summary", "--max-memory", "1KiB", Llama().string()});
-  EXPECT_EQ(run.exit_code, 1) << Show(run);
-  EXPECT_TRUE(Contains(run.err, "no flag makes it fit")) << run.err;
+  EXPECT_TRUE(Contains(run.err, "is smaller than the largest slice")) << run.err;
+  EXPECT_TRUE(Contains(run.err, "is the least that holds")) << run.err;
+  run = RunCli({"plan", "--to", "maxtext", "--summary", "--max-memory", "1GiB", Llama().string()});
+  EXPECT_EQ(run.exit_code, 0) << Show(run);
+  EXPECT_TRUE(Contains(run.out, "within a budget of 1.00 GiB")) << run.out;
 }
 
 TEST(PlanTest, DiskRefusalNamesSaveDtypeWhenItFits) {

@@ -38,7 +38,8 @@ TEST(VerifyTest, RealLlamaFixtureBothWaysIsBitExact) {
   const fs::path src = testing::FixtureDir() / "hf" / "mlxd-tiny_llama3";
   const fs::path mt = tmp.path() / "mt", hf = tmp.path() / "hf";
   ASSERT_EQ(RunCli({"convert", "-q", "--to", "maxtext", src, mt}).exit_code, 0);
-  CliRun run = RunCli({"verify", "-q", src, mt});
+  // A budget smaller than any slice still works: slices run one at a time.
+  CliRun run = RunCli({"verify", "-q", "--max-memory", "1KiB", src, mt});
   EXPECT_EQ(run.exit_code, 0) << Show(run);
   // bf16 -> bf16 with layout ops and a power-of-two query scale (head_dim 16).
   EXPECT_TRUE(Contains(run.out, "21 tensors")) << run.out;
@@ -109,6 +110,9 @@ TEST(VerifyTest, BadInputIsExitCode2) {
   EXPECT_TRUE(Contains(run.err, "neither a Hugging Face folder nor an Orbax")) << run.err;
   run = RunCli({"verify", "--threads", "-1", llama, llama});
   EXPECT_EQ(run.exit_code, 2);
+  run = RunCli({"verify", "--max-memory", "much", llama, llama});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_TRUE(Contains(run.err, "--max-memory")) << run.err;
 }
 
 TEST(VerifyTest, ExtraOutputTensorsAreAStructureMismatch) {
