@@ -91,6 +91,42 @@ if [ -n "$max_memory" ]; then
   fi
 fi
 
+# The table. GB/s is source bytes (10^9) over wall time in every column, so the
+# three rates compare directly.
+table() {
+  awk -v family="$family" -v caches="${cache_mode:-?}" '
+  {
+    n++; size[n] = $1; gb[n] = $2 / 1e9; cp[n] = $3; mt[n] = $4; hf[n] = $5
+    rcp[n] = $6 / 1024; rmt[n] = $7 / 1024; rhf[n] = $8 / 1024
+  }
+  function fit(y, label,   i, sx, sy, sxx, sxy, d, slope, icpt, ss, sr, my) {
+    if (n < 2) return
+    for (i = 1; i <= n; i++) { sx += gb[i]; sy += y[i]; sxx += gb[i] * gb[i]; sxy += gb[i] * y[i] }
+    d = n * sxx - sx * sx
+    if (d == 0) return
+    slope = (n * sxy - sx * sy) / d; icpt = (sy - slope * sx) / n; my = sy / n
+    for (i = 1; i <= n; i++) { ss += (y[i] - my) ^ 2; sr += (y[i] - icpt - slope * gb[i]) ^ 2 }
+    printf "  %-11s time = %.3f s/GB x size + %.3f s   (R^2 %.4f; %.2f GB/s marginal)\n", label, slope, icpt,
+      (ss > 0 ? 1 - sr / ss : 1), (slope > 0 ? 1 / slope : 0)
+  }
+  END {
+    printf "family %s, caches %s; GB = 10^9 bytes of source tensors; ratio = time / cp time\n\n", family, caches
+    printf "| size GB | cp s | to-maxtext s (x cp) | to-hf s (x cp) | cp GB/s | to-maxtext GB/s | to-hf GB/s | peak RSS cp / to-maxtext / to-hf MiB |\n"
+    printf "|--------:|-----:|--------------------:|---------------:|--------:|----------------:|-----------:|--------------------------------------|\n"
+    for (i = 1; i <= n; i++) {
+      printf "| %s (%.2f) | %.2f | %.2f (%.2fx) | %.2f (%.2fx) | %.2f | %.2f | %.2f | %.0f / %.0f / %.0f |\n",
+        size[i], gb[i], cp[i], mt[i], mt[i] / cp[i], hf[i], hf[i] / cp[i],
+        gb[i] / cp[i], gb[i] / mt[i], gb[i] / hf[i], rcp[i], rmt[i], rhf[i]
+    }
+    if (n >= 2) {
+      printf "\nlinear fit of wall time against source GB (least squares):\n"
+      fit(cp, "cp"); fit(mt, "to-maxtext"); fit(hf, "to-hf")
+    }
+  }'
+}
+# BENCH_TABLE_ONLY=1 formats rows from stdin (for checking the table itself).
+[ "${BENCH_TABLE_ONLY:-0}" = 1 ] && { table; exit 0; }
+
 mkdir -p "$parent"
 work=$(mktemp -d "$parent/ckptbridge-bench.XXXXXX")
 cleanup() {
@@ -202,34 +238,4 @@ for s in $sizes; do
   if [ "$keep" = 0 ]; then rm -rf "$src" "$work/mt-$s" "$work/hf-$s"; fi
 done
 
-# The table. GB/s is source bytes (10^9) over wall time in every column, so the
-# three rates compare directly.
-printf '%s\n' "${rows[@]}" | awk -v family="$family" -v caches="$cache_mode" '
-  {
-    n++; size[n] = $1; gb[n] = $2 / 1e9; cp[n] = $3; mt[n] = $4; hf[n] = $5
-    rcp[n] = $6 / 1024; rmt[n] = $7 / 1024; rhf[n] = $8 / 1024
-  }
-  function fit(y, label,   i, sx, sy, sxx, sxy, d, slope, icpt, ss, sr, my) {
-    if (n < 2) return
-    for (i = 1; i <= n; i++) { sx += gb[i]; sy += y[i]; sxx += gb[i] * gb[i]; sxy += gb[i] * y[i] }
-    d = n * sxx - sx * sx
-    if (d == 0) return
-    slope = (n * sxy - sx * sy) / d; icpt = (sy - slope * sx) / n; my = sy / n
-    for (i = 1; i <= n; i++) { ss += (y[i] - my) ^ 2; sr += (y[i] - icpt - slope * gb[i]) ^ 2 }
-    printf "  %-11s time = %.3f s/GB x size + %.3f s   (R^2 %.4f; %.2f GB/s marginal)\n", label, slope, icpt,
-      ss > 0 ? 1 - sr / ss : 1, slope > 0 ? 1 / slope : 0
-  }
-  END {
-    printf "family %s, caches %s; GB = 10^9 bytes of source tensors; ratio = time / cp time\n\n", family, caches
-    printf "| size GB | cp s | to-maxtext s (x cp) | to-hf s (x cp) | cp GB/s | to-maxtext GB/s | to-hf GB/s | peak RSS cp / to-maxtext / to-hf MiB |\n"
-    printf "|--------:|-----:|--------------------:|---------------:|--------:|----------------:|-----------:|--------------------------------------|\n"
-    for (i = 1; i <= n; i++) {
-      printf "| %s (%.2f) | %.2f | %.2f (%.2fx) | %.2f (%.2fx) | %.2f | %.2f | %.2f | %.0f / %.0f / %.0f |\n",
-        size[i], gb[i], cp[i], mt[i], mt[i] / cp[i], hf[i], hf[i] / cp[i],
-        gb[i] / cp[i], gb[i] / mt[i], gb[i] / hf[i], rcp[i], rmt[i], rhf[i]
-    }
-    if (n >= 2) {
-      printf "\nlinear fit of wall time against source GB (least squares):\n"
-      fit(cp, "cp"); fit(mt, "to-maxtext"); fit(hf, "to-hf")
-    }
-  }'
+printf '%s\n' "${rows[@]}" | table
