@@ -254,11 +254,26 @@ Result<std::string> FillChunk(const ArrayMetadata& m, size_t bytes, std::string_
 // ---------------------------------------------------------------------------
 // JSON parsing helpers. `label` prefixes every message.
 
+// Real metadata nests a few levels. nlohmann's dump() and copies recurse once
+// per level, so a hostile file of 100k '[' would overflow the stack later.
+constexpr int kMaxJsonDepth = 64;
+struct NestsTooDeep {};
+
 Result<json> ParseJson(std::string_view text, std::string_view label) {
   try {
-    return json::parse(text.begin(), text.end());
+    return json::parse(text.begin(), text.end(),
+                       [](int depth, json::parse_event_t /*event*/, json& /*parsed*/) {
+                         if (depth > kMaxJsonDepth) throw NestsTooDeep{};
+                         return true;
+                       });
+  } catch (const NestsTooDeep&) {
+    return InvalidArgument(std::string(label) + ": invalid JSON: nested deeper than " +
+                           std::to_string(kMaxJsonDepth) + " levels");
   } catch (const json::parse_error& e) {
     return InvalidArgument(std::string(label) + ": invalid JSON at byte " + std::to_string(e.byte));
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number like 1e400 throws out_of_range.
+    return InvalidArgument(std::string(label) + ": invalid JSON: " + e.what());
   }
 }
 
