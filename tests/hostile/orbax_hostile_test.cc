@@ -151,6 +151,33 @@ TEST_P(HostileOrbaxLayoutTest, MetadataEntriesOfTheWrongShape) {
   EXPECT_TRUE(ConvertRefuses(Item("_METADATA") + ": use_zarr3 is \"yes\", not a bool"));
 }
 
+// Found by fuzz_orbax_metadata: a number too large for a double made
+// nlohmann throw out_of_range, which nothing caught (std::terminate).
+TEST_P(HostileOrbaxLayoutTest, NumbersThatOverflowADouble) {
+  const std::string metadata = Bytes(item_ / "_METADATA");
+  SetBytes(item_ / "_METADATA", "{\"use_zarr3\": 1e400, " + metadata.substr(1));
+  EXPECT_TRUE(ConvertRefuses(Item("_METADATA") + ": invalid JSON: "));
+  EXPECT_TRUE(ConvertRefuses("number overflow parsing '1e400'"));
+  SetBytes(item_ / "_METADATA", metadata);
+  const fs::path step_metadata = src_ / "0" / "_CHECKPOINT_METADATA";
+  SetBytes(step_metadata, "{\"init_timestamp_nsecs\": 1e400}");
+  EXPECT_TRUE(ConvertRefuses(step_metadata.string() + ": invalid JSON: "));
+}
+
+// nlohmann's dump() and copies recurse once per level: 200k levels of '['
+// overflowed the stack (a segfault) before the parsers refused deep nesting.
+TEST_P(HostileOrbaxLayoutTest, JsonNestedTooDeep) {
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  const std::string metadata = Bytes(item_ / "_METADATA");
+  SetBytes(item_ / "_METADATA", "{\"deep\": " + deep + ", " + metadata.substr(1));
+  EXPECT_TRUE(ConvertRefuses(Item("_METADATA") + ": invalid JSON: nested deeper than 64 levels"));
+  SetBytes(item_ / "_METADATA", metadata);
+  const fs::path step_metadata = src_ / "0" / "_CHECKPOINT_METADATA";
+  SetBytes(step_metadata, "{\"custom_metadata\": " + deep + "}");
+  EXPECT_TRUE(
+      ConvertRefuses(step_metadata.string() + ": invalid JSON: nested deeper than 64 levels"));
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, HostileOrbaxLayoutTest,
                          ::testing::Values(Layout::kOcdbt, Layout::kZarr3Files,
                                            Layout::kZarr2Files),
@@ -195,6 +222,17 @@ TEST_F(HostileZarr3Test, TruncatedOrMalformedZarrJson) {
   SetBytes(zarr_json_, bad.dump());
   EXPECT_TRUE(ConvertRefuses(zarr_json_.string() + ": shape [1099511627776, 1099511627776, 4, "
                                                    "16] has too many elements"));
+}
+
+// Found by fuzz_zarr_metadata (1e400: an uncaught out_of_range) and by
+// review (deep nesting: a stack overflow in dump()).
+TEST_F(HostileZarr3Test, NumbersThatOverflowAndDeepNesting) {
+  SetBytes(zarr_json_, "{\"zarr_format\": 1e400}");
+  EXPECT_TRUE(ConvertRefuses(zarr_json_.string() + ": invalid JSON: "));
+  EXPECT_TRUE(ConvertRefuses("number overflow parsing '1e400'"));
+  SetBytes(zarr_json_,
+           "{\"zarr_format\": " + std::string(200000, '[') + std::string(200000, ']') + "}");
+  EXPECT_TRUE(ConvertRefuses(zarr_json_.string() + ": invalid JSON: nested deeper than 64 levels"));
 }
 
 TEST_F(HostileZarr3Test, AbsurdArrayShapeIsAMismatchNotAnAllocation) {

@@ -331,6 +331,19 @@ TEST_F(HostileSafetensorsTest, ConfigThatIsNotJsonOrNotAnObject) {
   EXPECT_TRUE(ConvertRefuses("which no plugin converts"));
 }
 
+// Both crash the CLI today (engine::ToMaxText's config.json parsing catches
+// only json::parse_error, and the plugin adapter receives hf_config.dump(),
+// which recurses once per level): enable once host/engine/convert.cc refuses
+// them. 1e400 was found by fuzz_config_json.
+TEST_F(HostileSafetensorsTest, DISABLED_ConfigNumberOverflowAndDeepNesting) {
+  const std::string config = Bytes(src_ / "config.json");
+  SetBytes(src_ / "config.json", "{\"rope_theta\": 1e400, " + config.substr(1));
+  EXPECT_TRUE(ConvertRefuses((src_ / "config.json").string() + ": not valid JSON"));
+  SetBytes(src_ / "config.json", "{\"deep\": " + std::string(200000, '[') +
+                                     std::string(200000, ']') + ", " + config.substr(1));
+  EXPECT_TRUE(ConvertRefuses((src_ / "config.json").string()));
+}
+
 TEST_F(HostileSafetensorsTest, ConfigWithAbsurdDimensions) {
   json config = json::parse(Bytes(src_ / "config.json"));
   struct Case {
