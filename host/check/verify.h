@@ -14,8 +14,10 @@
 //                    slice.
 //
 // Rules whose ops cannot be inverted (plugin transforms such as FP8 or MXFP4
-// dequantization) and rules declared lossy are compared the other way round:
-// the source is mapped forward and compared with the stored output.
+// dequantization), rules declared lossy and, to MaxText, rules with
+// arithmetic (scale, add: the output is where their one rounding happened)
+// are compared the other way round: the source is mapped forward and
+// compared with the stored output.
 //
 // Work goes slice by slice (one layer, one expert) on `threads` threads
 // within a memory budget, as in conversion: memory is bounded by the budget
