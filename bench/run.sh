@@ -106,8 +106,8 @@ table() {
     if (d == 0) return
     slope = (n * sxy - sx * sy) / d; icpt = (sy - slope * sx) / n; my = sy / n
     for (i = 1; i <= n; i++) { ss += (y[i] - my) ^ 2; sr += (y[i] - icpt - slope * gb[i]) ^ 2 }
-    printf "  %-11s time = %.3f s/GB x size + %.3f s   (R^2 %.4f; %.2f GB/s marginal)\n", label, slope, icpt,
-      (ss > 0 ? 1 - sr / ss : 1), (slope > 0 ? 1 / slope : 0)
+    printf "  %-11s time = %.3f s/GB x size %s %.3f s   (R^2 %.4f; %.2f GB/s marginal)\n", label, slope,
+      (icpt < 0 ? "-" : "+"), (icpt < 0 ? -icpt : icpt), (ss > 0 ? 1 - sr / ss : 1), (slope > 0 ? 1 / slope : 0)
   }
   END {
     printf "family %s, caches %s; GB = 10^9 bytes of source tensors; ratio = time / cp time\n\n", family, caches
