@@ -141,11 +141,19 @@ std::optional<Tensor> HostDequantize(const std::vector<RawTensor>& in, const Sha
   if (w.dtype != DType::kF8E4M3 && w.dtype != DType::kF8E5M2) return std::nullopt;
   if (w.shape.size() != 2 || s.shape.size() != 2 || w.shape != out_shape) return std::nullopt;
   if (!IsFloating(s.dtype) || !ReadableAsF32(s.dtype)) return std::nullopt;
+  // Every block size b with ceil(n / b) == grid fits the shapes; blocks are
+  // powers of two in practice (128 for DeepSeek), with a partial last block,
+  // so take the largest power of two that fits, else the smallest size.
   int64_t block[2];
   for (int i = 0; i < 2; ++i) {
-    if (s.shape[i] < 1) return std::nullopt;
-    block[i] = (w.shape[i] + s.shape[i] - 1) / s.shape[i];
-    if ((w.shape[i] + block[i] - 1) / block[i] != s.shape[i]) return std::nullopt;
+    const int64_t n = w.shape[i], grid = s.shape[i];
+    if (grid < 1) return std::nullopt;
+    const int64_t smallest = (n + grid - 1) / grid;
+    if ((n + smallest - 1) / smallest != grid) return std::nullopt;
+    block[i] = smallest;
+    for (int64_t b = 1; b <= n; b *= 2) {
+      if (b >= smallest && (n + b - 1) / b == grid) block[i] = b;
+    }
   }
   Result<Tensor> weight = Widen(w.dtype, w.data, w.shape);
   Result<Tensor> scale = Widen(s.dtype, s.data, s.shape);
