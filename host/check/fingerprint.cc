@@ -400,15 +400,33 @@ AxisProfiles ComputeProfiles(const engine::Tensor& tensor) {
   const size_t rank = tensor.shape.size();
   p.per_axis.resize(rank);
   for (size_t a = 0; a < rank; ++a) p.per_axis[a].assign(static_cast<size_t>(tensor.shape[a]), 0);
-  const std::vector<int64_t> strides = RowMajorStrides(tensor.shape);
-  for (size_t i = 0; i < tensor.data.size(); ++i) {
-    const double v = tensor.data[i];
-    if (!std::isfinite(v)) continue;
-    const double e = v * v;
-    p.total += e;
-    for (size_t a = 0; a < rank; ++a) {
-      p.per_axis[a][static_cast<size_t>((static_cast<int64_t>(i) / strides[a]) %
-                                        tensor.shape[a])] += e;
+  if (tensor.data.empty()) return p;
+  if (rank == 0) {
+    const double v = tensor.data[0];
+    if (std::isfinite(v)) p.total = v * v;
+    return p;
+  }
+  // Walk rows of the last axis with an odometer over the others: one add per
+  // element and axis, no divisions.
+  const int64_t inner = tensor.shape[rank - 1];
+  std::vector<int64_t> index(rank, 0);
+  std::vector<double>& last = p.per_axis[rank - 1];
+  for (size_t row = 0; row * static_cast<size_t>(inner) < tensor.data.size(); ++row) {
+    const float* x = tensor.data.data() + row * static_cast<size_t>(inner);
+    double row_energy = 0;
+    for (int64_t j = 0; j < inner; ++j) {
+      const double v = x[j];
+      if (!std::isfinite(v)) continue;
+      const double e = v * v;
+      last[static_cast<size_t>(j)] += e;
+      row_energy += e;
+    }
+    p.total += row_energy;
+    for (size_t a = 0; a + 1 < rank; ++a)
+      p.per_axis[a][static_cast<size_t>(index[a])] += row_energy;
+    for (size_t d = rank - 1; d-- > 0;) {
+      if (++index[d] < tensor.shape[d]) break;
+      index[d] = 0;
     }
   }
   return p;
