@@ -36,6 +36,20 @@ Status ValidateKey(std::string_view key) {
 Result<std::string> FileKvStore::Read(std::string_view key) const {
   CKB_RETURN_IF_ERROR(ValidateKey(key));
   const std::filesystem::path path = root_ / key;
+  // A valid key can still leave the store through a symlink in the item.
+  std::error_code ec;
+  const std::filesystem::path target = std::filesystem::canonical(path, ec);
+  if (!ec) {
+    const std::filesystem::path root = std::filesystem::canonical(root_, ec);
+    if (ec) return ErrnoError(root_.string(), ec.value());
+    auto t = target.begin();
+    for (auto r = root.begin(); r != root.end(); ++r, ++t) {
+      if (t == target.end() || *t != *r) {
+        return InvalidArgument(path.string() + ": a symlink to " + target.string() + ", outside " +
+                               root_.string());
+      }
+    }
+  }
   Result<std::string> content = ReadFile(path);
   if (!content.ok() && content.status().code() == StatusCode::kNotFound) {
     return NotFound(path.string() + ": no such file");

@@ -39,7 +39,8 @@ class KvStore {
 };
 
 // Keys as files below a directory (Orbax without OCDBT). Write creates
-// parent directories as needed.
+// parent directories as needed. Read refuses (InvalidArgument) a key that a
+// symlink inside the directory leads outside it.
 class FileKvStore final : public KvStore {
  public:
   explicit FileKvStore(std::filesystem::path root) : root_(std::move(root)) {}

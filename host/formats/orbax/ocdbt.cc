@@ -86,6 +86,25 @@ Status CheckDataPath(std::string_view path, std::string_view label) {
                   "\" is not inside the database directory (" + why + ")");
 }
 
+// DataLoss when `file`, a path below `dir` that names no ".." component,
+// still leads outside `dir` through a symlink (a database from the internet
+// could otherwise make us read any file the user can).
+Status CheckNoSymlinkEscape(const fs::path& file, const fs::path& dir) {
+  std::error_code ec;
+  const fs::path target = fs::canonical(file, ec);
+  if (ec) return Status::Ok();  // missing: reading it says so
+  const fs::path root = fs::canonical(dir, ec);
+  if (ec) return ErrnoError(dir.string(), ec.value());
+  auto t = target.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++t) {
+    if (t == target.end() || *t != *r) {
+      return DataLoss(file.string() + ": a symlink to " + target.string() +
+                      ", outside the database directory " + dir.string());
+    }
+  }
+  return Status::Ok();
+}
+
 // Closes a descriptor when it goes out of scope.
 struct FdCloser {
   int fd;
@@ -235,6 +254,7 @@ struct OcdbtReader::Walk {
       return DataLoss(label + ": b+tree node referenced a second time, by " +
                       std::string(referrer) + " (the nodes of a tree are never shared)");
     }
+    CKB_RETURN_IF_ERROR(CheckNoSymlinkEscape(file, reader.dir_));
     CKB_ASSIGN_OR_RETURN(std::string encoded,
                          ReadRange(file, ref.offset, ref.length,
                                    "b+tree node referenced by " + std::string(referrer)));
@@ -357,6 +377,7 @@ Result<std::string> OcdbtReader::Read(std::string_view key) const {
   }
   const Value& value = it->second;
   if (!value.out_of_line) return value.data;
+  CKB_RETURN_IF_ERROR(CheckNoSymlinkEscape(dir_ / value.data, dir_));
   return ReadRange(dir_ / value.data, value.offset, value.length,
                    "value of OCDBT key " + Quoted(key));
 }

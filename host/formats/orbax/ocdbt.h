@@ -44,7 +44,8 @@ namespace ckptbridge::orbax {
 // version and CRC-32C are checked, every count, length and offset is
 // bounds-checked, node heights must descend by one, keys must increase
 // across the whole tree, and every data file path must stay inside the
-// database directory (no "..", ".", empty or absolute component) - a node
+// database directory (no "..", ".", empty or absolute component, no symlink
+// out of it) - a node
 // reached through a data file whose base path is B resolves its own paths
 // below B (the transitive path, how Orbax's merged top-level database points
 // into `ocdbt.process_N/d/...`). No node may be reached twice (a tree shares
