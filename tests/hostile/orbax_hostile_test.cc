@@ -300,6 +300,22 @@ TEST_F(HostileZarr3Test, CorruptedZstdFrames) {
   EXPECT_TRUE(ConvertRefuses(shard_.string() + ": inner chunk 0: corrupt zstd frame"));
 }
 
+TEST_F(HostileZarr3Test, SymlinksOutOfTheItemAreRefused) {
+  // The bait holds a valid copy: following the link would "work".
+  fs::copy_file(shard_, bait_ / "shard");
+  fs::remove(shard_);
+  fs::create_symlink(bait_ / "shard", shard_);
+  EXPECT_TRUE(ConvertRefuses(shard_.string() + ": a symlink to " + (bait_ / "shard").string() +
+                             ", outside " + item_.string()));
+  // A linked directory leads out just the same.
+  fs::remove(shard_);
+  fs::copy_file(bait_ / "shard", shard_);
+  fs::rename(item_ / kArray / "c", bait_ / "c");
+  fs::create_symlink(bait_ / "c", item_ / kArray / "c");
+  EXPECT_TRUE(ConvertRefuses("a symlink to " + (bait_ / "c").string()));
+  EXPECT_TRUE(ConvertRefuses(", outside " + item_.string()));
+}
+
 class HostileZarr2Test : public HostileOrbaxTest {
  protected:
   void SetUp() override { Use(Layout::kZarr2Files); }
@@ -371,6 +387,16 @@ TEST_F(HostileOcdbtTest, RootInADataFilePathThatLeavesTheDatabase) {
     EXPECT_TRUE(
         ConvertRefuses("data file path \"" + path + "\" is not inside the database directory"));
   }
+}
+
+TEST_F(HostileOcdbtTest, DataFileSymlinkOutOfTheDatabaseIsRefused) {
+  const ocdbt::Manifest manifest = ReadManifest();
+  const fs::path data = item_ / manifest.versions.back().root.file.FullPath();
+  fs::copy_file(data, bait_ / "data");
+  fs::remove(data);
+  fs::create_symlink(bait_ / "data", data);
+  EXPECT_TRUE(ConvertRefuses(data.string() + ": a symlink to " + (bait_ / "data").string() +
+                             ", outside the database directory " + item_.string()));
 }
 
 TEST_F(HostileOcdbtTest, TruncatedDataFile) {
