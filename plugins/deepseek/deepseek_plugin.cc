@@ -871,6 +871,53 @@ json Preset(std::string_view name) {
   return it->second;
 }
 
+// Tiny configs for `ckptbridge plugins check`, one per model type: V2 (no
+// query LoRA), V3 (query LoRA, dense then MoE layers), V3.2 (plus the indexer).
+std::vector<sdk::SampleConfig> Samples() {
+  json v3 = {{"model_type", "deepseek_v3"},
+             {"vocab_size", 64},
+             {"hidden_size", 48},
+             {"intermediate_size", 56},
+             {"moe_intermediate_size", 16},
+             {"num_hidden_layers", 3},
+             {"first_k_dense_replace", 1},
+             {"num_attention_heads", 4},
+             {"num_key_value_heads", 4},
+             {"q_lora_rank", 24},
+             {"kv_lora_rank", 20},
+             {"qk_nope_head_dim", 8},
+             {"qk_rope_head_dim", 4},
+             {"v_head_dim", 6},
+             {"n_routed_experts", 4},
+             {"n_shared_experts", 1},
+             {"num_experts_per_tok", 2},
+             {"moe_layer_freq", 1},
+             {"topk_method", "noaux_tc"},
+             {"scoring_func", "sigmoid"},
+             {"n_group", 2},
+             {"topk_group", 1},
+             {"routed_scaling_factor", 2.5},
+             {"norm_topk_prob", true},
+             {"rms_norm_eps", 1e-6},
+             {"rope_theta", 10000},
+             {"tie_word_embeddings", false},
+             {"torch_dtype", "bfloat16"}};
+  json v2 = v3;
+  v2["model_type"] = "deepseek_v2";
+  v2["q_lora_rank"] = nullptr;
+  v2["topk_method"] = "greedy";
+  v2["scoring_func"] = "softmax";
+  v2["n_group"] = 1;
+  v2["routed_scaling_factor"] = 1.0;
+  v2.erase("norm_topk_prob");
+  json v32 = v3;
+  v32["model_type"] = "deepseek_v32";
+  v32["index_n_heads"] = 3;
+  v32["index_head_dim"] = 10;
+  v32["index_topk"] = 16;
+  return {{"deepseek_v2", "base", v2}, {"deepseek_v3", "base", v3}, {"deepseek_v32", "base", v32}};
+}
+
 sdk::PluginDefinition Describe() {
   sdk::PluginDefinition d;
   d.name = "deepseek";
@@ -887,6 +934,7 @@ sdk::PluginDefinition Describe() {
     return std::make_unique<DeepSeekAdapter>(model_type, config);
   };
   d.preset = &Preset;
+  d.samples = Samples();
   return d;
 }
 

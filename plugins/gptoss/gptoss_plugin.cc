@@ -587,6 +587,31 @@ json Preset(std::string_view name) {
   sdk::Fail(CKB_NOT_FOUND, "unknown model '" + std::string(name) + "'");
 }
 
+// A tiny bfloat16 config for `ckptbridge plugins check` (one sliding and one
+// full attention layer).
+std::vector<sdk::SampleConfig> Samples() {
+  json c = {{"model_type", "gpt_oss"},
+            {"vocab_size", 40},
+            {"hidden_size", 24},
+            {"intermediate_size", 20},
+            {"num_hidden_layers", 2},
+            {"num_attention_heads", 4},
+            {"num_key_value_heads", 1},
+            {"head_dim", 10},
+            {"num_local_experts", 3},
+            {"num_experts_per_tok", 2},
+            {"experts_per_token", 2},
+            {"attention_bias", true},
+            {"layer_types", {"sliding_attention", "full_attention"}},
+            {"sliding_window", 8},
+            {"rms_norm_eps", 1e-5},
+            {"rope_theta", 150000},
+            {"swiglu_limit", 7.0},
+            {"tie_word_embeddings", false},
+            {"torch_dtype", "bfloat16"}};
+  return {{"gpt_oss", "bf16", c}};
+}
+
 sdk::PluginDefinition Describe() {
   sdk::PluginDefinition d;
   d.name = "gptoss";
@@ -601,6 +626,7 @@ sdk::PluginDefinition Describe() {
     return std::make_unique<GptOssAdapter>(config);
   };
   d.preset = &Preset;
+  d.samples = Samples();
   return d;
 }
 

@@ -876,6 +876,70 @@ json Preset(std::string_view name) {
   return it->second;
 }
 
+// Tiny configs for `ckptbridge plugins check`: one per model type, plus the
+// variants that take other rules (tied output, padded vocabulary).
+std::vector<sdk::SampleConfig> Samples() {
+  json qwen3 = {{"model_type", "qwen3"},       {"vocab_size", 50},
+                {"hidden_size", 36},           {"intermediate_size", 44},
+                {"num_hidden_layers", 2},      {"num_attention_heads", 6},
+                {"num_key_value_heads", 2},    {"head_dim", 10},
+                {"rms_norm_eps", 1e-6},        {"rope_theta", 1000000.0},
+                {"tie_word_embeddings", true}, {"torch_dtype", "bfloat16"}};
+  json qwen3_padded = qwen3;
+  qwen3_padded["tie_word_embeddings"] = false;
+  qwen3_padded["vocab_size"] = 46;
+  qwen3_padded["maxtext_vocab_size"] = 64;
+  json qwen2 = {
+      {"model_type", "qwen2"},        {"vocab_size", 44},         {"hidden_size", 32},
+      {"intermediate_size", 40},      {"num_hidden_layers", 2},   {"num_attention_heads", 4},
+      {"num_key_value_heads", 2},     {"rms_norm_eps", 1e-6},     {"rope_theta", 1000000.0},
+      {"tie_word_embeddings", false}, {"torch_dtype", "bfloat16"}};
+  json moe = {{"model_type", "qwen3_moe"},
+              {"vocab_size", 56},
+              {"hidden_size", 40},
+              {"intermediate_size", 52},
+              {"moe_intermediate_size", 20},
+              {"num_hidden_layers", 2},
+              {"num_attention_heads", 4},
+              {"num_key_value_heads", 2},
+              {"head_dim", 12},
+              {"num_experts", 4},
+              {"num_experts_per_tok", 2},
+              {"norm_topk_prob", true},
+              {"decoder_sparse_step", 1},
+              {"mlp_only_layers", json::array()},
+              {"tie_word_embeddings", false},
+              {"torch_dtype", "bfloat16"}};
+  json next = {{"model_type", "qwen3_next"},
+               {"vocab_size", 72},
+               {"hidden_size", 48},
+               {"intermediate_size", 60},
+               {"num_hidden_layers", 4},
+               {"full_attention_interval", 4},
+               {"num_attention_heads", 6},
+               {"num_key_value_heads", 2},
+               {"head_dim", 16},
+               {"linear_num_key_heads", 2},
+               {"linear_key_head_dim", 12},
+               {"linear_num_value_heads", 4},
+               {"linear_value_head_dim", 14},
+               {"linear_conv_kernel_dim", 3},
+               {"num_experts", 5},
+               {"num_experts_per_tok", 2},
+               {"moe_intermediate_size", 18},
+               {"shared_expert_intermediate_size", 18},
+               {"partial_rotary_factor", 0.25},
+               {"decoder_sparse_step", 1},
+               {"mlp_only_layers", json::array()},
+               {"tie_word_embeddings", false},
+               {"torch_dtype", "bfloat16"}};
+  return {{"qwen3", "tied", qwen3},
+          {"qwen3", "padded-vocab", qwen3_padded},
+          {"qwen2", "base", qwen2},
+          {"qwen3_moe", "moe", moe},
+          {"qwen3_next", "hybrid", next}};
+}
+
 sdk::PluginDefinition Describe() {
   sdk::PluginDefinition d;
   d.name = "qwen";
@@ -893,6 +957,7 @@ sdk::PluginDefinition Describe() {
     return std::make_unique<QwenAdapter>(model_type, config);
   };
   d.preset = &Preset;
+  d.samples = Samples();
   return d;
 }
 

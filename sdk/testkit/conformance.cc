@@ -227,41 +227,55 @@ void CheckChain(const Rule& rule, engine::Direction direction, std::vector<std::
   }
 }
 
-// One size per meaning for the axes that name a model dimension. head_dim and
-// mlp are left out on purpose: families legitimately have several (MLA's
-// rope and nope head dims, dense and expert MLP widths).
+// Axis meanings against shapes, at the scope where a size must hold:
+//  - embed and vocab: one size per side across the whole rule set (a padded
+//    MaxText vocabulary differs from HF's, but consistently);
+//  - heads, kv_heads, experts and layers: one size within each rule, both
+//    sides and the stack counts together (a family may have several: dense and
+//    MoE layer stacks, an indexer's own heads);
+//  - a stacked MaxText axis declares the stack's own meaning.
+// head_dim and mlp are left out: MLA has several head dims, MoE several MLP
+// widths, even within one rule.
 void CheckAxes(const RuleSet& rules, std::vector<std::string>& problems) {
-  static const std::set<int32_t> kGlobal = {CKB_AXIS_EMBED,   CKB_AXIS_VOCAB, CKB_AXIS_LAYERS,
-                                            CKB_AXIS_EXPERTS, CKB_AXIS_HEADS, CKB_AXIS_KV_HEADS};
-  std::map<int32_t, std::pair<int64_t, std::string>> first;  // meaning -> size, where
-  auto see = [&](int32_t meaning, int64_t size, const std::string& where) {
-    if (!kGlobal.count(meaning)) return;
-    auto [it, inserted] = first.emplace(meaning, std::make_pair(size, where));
+  using Seen = std::map<int32_t, std::pair<int64_t, std::string>>;  // meaning -> size, where
+  auto see = [&](Seen& seen, const std::string& scope, int32_t meaning, int64_t size,
+                 const std::string& where) {
+    auto [it, inserted] = seen.emplace(meaning, std::make_pair(size, where));
     if (!inserted && it->second.first != size) {
-      problems.push_back("axis meaning " + AxisName(meaning) + " has size " +
+      problems.push_back(scope + "axis meaning " + AxisName(meaning) + " has size " +
                          std::to_string(it->second.first) + " in " + it->second.second + " but " +
                          std::to_string(size) + " in " + where);
     }
   };
+  static const std::set<int32_t> kPerSide = {CKB_AXIS_EMBED, CKB_AXIS_VOCAB};
+  static const std::set<int32_t> kPerRule = {CKB_AXIS_HEADS, CKB_AXIS_KV_HEADS, CKB_AXIS_EXPERTS,
+                                             CKB_AXIS_LAYERS};
+  Seen hf_side, mt_side;
   for (const Rule& rule : rules.rules) {
+    Seen in_rule;
+    const std::string rule_scope = "rule " + RuleName(rule) + ": ";
     for (const StackAxis& s : rule.stack) {
-      see(s.meaning, s.count, "the stack axis of rule " + RuleName(rule));
+      see(in_rule, rule_scope, s.meaning, s.count, "its stack axis");
     }
-    auto check_decl = [&](const TensorDecl& t, const std::string& side) {
-      if (t.axis_meanings.empty()) return;
+    auto check_decl = [&](const TensorDecl& t, bool hf) {
       for (size_t a = 0; a < t.axis_meanings.size(); ++a) {
-        see(t.axis_meanings[a], t.dims[a],
-            side + " '" + t.name + "' " + ShapeString(t.dims) + " axis " + std::to_string(a));
+        const int32_t m = t.axis_meanings[a];
+        const std::string where =
+            "'" + t.name + "' " + ShapeString(t.dims) + " axis " + std::to_string(a);
+        if (kPerSide.count(m)) {
+          see(hf ? hf_side : mt_side, hf ? "HF " : "MaxText ", m, t.dims[a], where);
+        }
+        if (kPerRule.count(m)) see(in_rule, rule_scope, m, t.dims[a], where);
       }
     };
-    for (const TensorDecl& t : rule.hf_inputs) check_decl(t, "HF");
+    for (const TensorDecl& t : rule.hf_inputs) check_decl(t, true);
     for (const TensorDecl& t : rule.mt_outputs) {
-      check_decl(t, "MaxText");
+      check_decl(t, false);
       if (t.axis_meanings.empty()) continue;
       for (const StackAxis& s : rule.stack) {
         int32_t declared = t.axis_meanings[static_cast<size_t>(s.mt_axis)];
         if (declared != s.meaning) {
-          problems.push_back("rule " + RuleName(rule) + ": MaxText '" + t.name + "' axis " +
+          problems.push_back(rule_scope + "MaxText '" + t.name + "' axis " +
                              std::to_string(s.mt_axis) + " is stacked " + AxisName(s.meaning) +
                              " but declared " + AxisName(declared));
         }

@@ -164,9 +164,9 @@ TEST(ConformanceTest, InconsistentAxisMeanings) {
   Report report = Check(Faulty("axes"), false);
   std::vector<const CheckResult*> failed = Failures(report);
   ASSERT_EQ(failed.size(), 4u) << FormatReport(report);
-  EXPECT_THAT(failed[0]->detail, HasSubstr("axis meaning embed has size 4 in HF "
-                                           "'model.embed_tokens.weight' [12, 4] axis 1 but 12 in "
-                                           "MaxText 'token_embedder.embedding' [12, 4] axis 0"));
+  EXPECT_THAT(failed[0]->detail,
+              HasSubstr("MaxText axis meaning embed has size 12 in 'token_embedder.embedding' "
+                        "[12, 4] axis 0 but 4 in 'decoder.layers.w.kernel' [4, 2, 4] axis 0"));
 }
 
 TEST(ConformanceTest, ARuleFunctionThatThrows) {

@@ -34,9 +34,9 @@
 //                       map the HF slice shapes onto the MaxText slice shapes
 //                       and that the host can invert (custom ops only in
 //                       to-MaxText rules); axis meanings consistent with the
-//                       shapes (one size per meaning for embed, vocab,
-//                       layers, experts, heads and kv heads; stacked axes
-//                       declared with their own meaning)
+//                       shapes (embed and vocab: one size per side; heads,
+//                       kv heads, experts and layers: one size per rule;
+//                       stacked axes declared with their own meaning)
 //   round trip T/V SCAN STORAGE
 //                       a random HF checkpoint (bfloat16) synthesized from the
 //                       rules is converted to MaxText (float32) and back, with
