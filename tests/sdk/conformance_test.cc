@@ -169,6 +169,16 @@ TEST(ConformanceTest, InconsistentAxisMeanings) {
                         "[12, 4] axis 0 but 4 in 'decoder.layers.w.kernel' [4, 2, 4] axis 0"));
 }
 
+TEST(ConformanceTest, AxisMeaningsThatDisagreeWithinARule) {
+  Report report = Check(Faulty("rule_axes"), false);
+  std::vector<const CheckResult*> failed = Failures(report);
+  ASSERT_EQ(failed.size(), 2u) << FormatReport(report);  // scanned, both directions
+  EXPECT_EQ(failed[0]->name, "rules faulty/base to-maxtext scanned");
+  EXPECT_EQ(failed[0]->detail,
+            "rule 'decoder.layers.c.kernel': axis meaning layers has size 2 in its stack axis but "
+            "4 in 'model.layers.{layer}.c' [4, 4] axis 0");
+}
+
 TEST(ConformanceTest, ARuleFunctionThatThrows) {
   Report report = Check(Faulty("rules_throw"), false);
   std::vector<const CheckResult*> failed = Failures(report);

@@ -7,6 +7,8 @@
 //   FAULTY_TEMPLATE       an HF template with an unknown placeholder {lyr}
 //   FAULTY_CHAIN          an op chain whose output shape is not the MaxText one
 //   FAULTY_AXES           the embed axis declared with two different sizes
+//   FAULTY_RULE_AXES      an HF axis declared "layers" in a rule stacking
+//                         another number of layers
 //   FAULTY_RULES_THROW    Rules() throws a std::runtime_error
 //   FAULTY_CUSTOM_FAILS   the custom transform reports an error
 //   FAULTY_MISSING        the to-HF rules read a MaxText tensor nobody writes
@@ -73,7 +75,11 @@ class FaultyAdapter final : public sdk::Adapter {
       w.Then(sdk::Transpose({1, 0}));
 #endif
 
+#ifdef FAULTY_RULE_AXES
+      sdk::Rule& c = rules.Add().From(hf + "c", {e_, e_}, {Axis::kLayers, Axis::kEmbed});
+#else
       sdk::Rule& c = rules.Add().From(hf + "c", {e_, e_}, {Axis::kMlp, Axis::kEmbed});
+#endif
 #ifdef FAULTY_DUP_PATH
       c.To(mt + "w.kernel", {e_, e_}, {Axis::kEmbed, Axis::kMlp});
 #else
