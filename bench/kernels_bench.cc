@@ -35,6 +35,19 @@ void BM_Transpose3D(benchmark::State& state) {
 }
 BENCHMARK(BM_Transpose3D);
 
+// The llama query and out kernels: HF [N*D, E] viewed as [N, D, E] to
+// MaxText [E, N, D], and back.
+void BM_TransposeQueryKernel(benchmark::State& state) {
+  const int64_t e = 2048, n = 16, d = 128;
+  const bool back = state.range(0) == 1;
+  engine::Tensor t = Make(back ? Shape{e, n, d} : Shape{n, d, e});
+  const std::vector<int64_t> perm =
+      back ? std::vector<int64_t>{1, 2, 0} : std::vector<int64_t>{2, 0, 1};
+  for (auto _ : state) benchmark::DoNotOptimize(engine::Transpose(t, perm));
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(t.data.size()) * 4);
+}
+BENCHMARK(BM_TransposeQueryKernel)->Arg(0)->Arg(1);
+
 void BM_Interleave(benchmark::State& state) {
   engine::Tensor t = Make({4096, 32, 128});
   for (auto _ : state) benchmark::DoNotOptimize(engine::Interleave(t, 2));

@@ -265,54 +265,139 @@ Result<Chain> InvertChain(const Chain& chain) {
   return ResolveChain(ops, chain.outputs);
 }
 
+namespace {
+
+// Merges input axes that stay next to each other, in order, in the output
+// (a [N, D, E] -> [E, N, D] transpose is a [N*D, E] -> [E, N*D] one), and
+// drops axes of size 1. Returns the merged input shape and permutation.
+void CoalesceAxes(const Shape& shape, const std::vector<int64_t>& perm, Shape& merged_shape,
+                  std::vector<int64_t>& merged_perm) {
+  std::vector<int64_t> kept;  // output order, input axes of size > 1
+  for (int64_t axis : perm) {
+    if (shape[axis] != 1) kept.push_back(axis);
+  }
+  // Runs of consecutive input axes in output order.
+  std::vector<std::pair<int64_t, int64_t>> runs;  // (first input axis, last)
+  for (int64_t axis : kept) {
+    // Extend the current run when only axes of size 1 lie between.
+    bool extends = !runs.empty() && runs.back().second < axis;
+    for (int64_t k = extends ? runs.back().second + 1 : axis; k < axis; ++k) {
+      extends &= shape[k] == 1;
+    }
+    if (extends) {
+      runs.back().second = axis;
+    } else {
+      runs.emplace_back(axis, axis);
+    }
+  }
+  // Number the runs by their position in the input.
+  std::vector<size_t> by_input(runs.size());
+  for (size_t i = 0; i < runs.size(); ++i) by_input[i] = i;
+  std::sort(by_input.begin(), by_input.end(),
+            [&](size_t a, size_t b) { return runs[a].first < runs[b].first; });
+  merged_shape.assign(runs.size(), 1);
+  merged_perm.assign(runs.size(), 0);
+  for (size_t pos = 0; pos < by_input.size(); ++pos) {
+    const auto [first, last] = runs[by_input[pos]];
+    for (int64_t k = first; k <= last; ++k) merged_shape[pos] *= shape[k];
+  }
+  for (size_t i = 0; i < runs.size(); ++i) {
+    merged_perm[i] = std::find(by_input.begin(), by_input.end(), i) - by_input.begin();
+  }
+}
+
+constexpr int64_t kTile = 32;
+
+}  // namespace
+
 Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm) {
-  const size_t rank = in.shape.size();
+  const size_t full_rank = in.shape.size();
   Tensor out;
-  out.shape.resize(rank);
-  for (size_t i = 0; i < rank; ++i) out.shape[i] = in.shape[perm[i]];
+  out.shape.resize(full_rank);
+  for (size_t i = 0; i < full_rank; ++i) out.shape[i] = in.shape[perm[i]];
   out.data.resize(in.data.size());
   if (in.data.empty()) return out;
 
-  if (rank == 2 && perm[0] == 1) {
-    // Cache-blocked 2-D transpose: tiles keep both reads and writes local.
-    const int64_t rows = in.shape[0], cols = in.shape[1];
-    constexpr int64_t kTile = 32;
-    const float* src = in.data.data();
-    float* dst = out.data.data();
-    for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
-      const int64_t r1 = std::min(rows, r0 + kTile);
-      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-        const int64_t c1 = std::min(cols, c0 + kTile);
-        for (int64_t r = r0; r < r1; ++r) {
-          for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
-        }
+  Shape shape;
+  std::vector<int64_t> p;
+  CoalesceAxes(in.shape, perm, shape, p);
+  const size_t rank = shape.size();
+  const float* src = in.data.data();
+  float* dst = out.data.data();
+  bool identity = true;
+  for (size_t i = 0; i < rank; ++i) identity &= p[i] == static_cast<int64_t>(i);
+  if (identity) {
+    std::copy(in.data.begin(), in.data.end(), out.data.begin());
+    return out;
+  }
+
+  // Strides of each input axis in the input and in the output.
+  const std::vector<int64_t> in_strides = RowMajorStrides(shape);
+  Shape merged_out(rank);
+  for (size_t i = 0; i < rank; ++i) merged_out[i] = shape[p[i]];
+  const std::vector<int64_t> out_by_pos = RowMajorStrides(merged_out);
+  std::vector<int64_t> out_strides(rank);
+  for (size_t i = 0; i < rank; ++i) out_strides[p[i]] = out_by_pos[i];
+
+  const size_t inner = rank - 1;  // input innermost axis (input stride 1)
+  if (p.back() == static_cast<int64_t>(inner)) {
+    // The innermost axis stays innermost: copy whole rows, walking the
+    // output in order.
+    const int64_t row = shape[inner];
+    std::vector<int64_t> index(rank, 0);
+    const int64_t total = static_cast<int64_t>(out.data.size());
+    int64_t offset = 0;
+    for (int64_t o = 0; o < total; o += row) {
+      std::copy(src + offset, src + offset + row, dst + o);
+      for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; --d) {
+        const int64_t axis = p[d];
+        offset += in_strides[axis];
+        if (++index[d] < merged_out[d]) break;
+        offset -= in_strides[axis] * merged_out[d];
+        index[d] = 0;
       }
     }
     return out;
   }
 
-  // General case: walk the output in order, stepping the input offset with an
-  // odometer over the permuted strides.
-  const std::vector<int64_t> in_strides = RowMajorStrides(in.shape);
-  std::vector<int64_t> strides(rank);
-  for (size_t i = 0; i < rank; ++i) strides[i] = in_strides[perm[i]];
-  std::vector<int64_t> index(rank, 0);
-  int64_t offset = 0;
-  const int64_t inner = rank ? out.shape[rank - 1] : 1;
-  const int64_t inner_stride = rank ? strides[rank - 1] : 0;
-  const int64_t total = static_cast<int64_t>(out.data.size());
-  for (int64_t o = 0; o < total; o += inner) {
-    const float* src = in.data.data() + offset;
-    float* dst = out.data.data() + o;
-    for (int64_t j = 0; j < inner; ++j) dst[j] = src[j * inner_stride];
-    for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; --d) {
-      offset += strides[d];
-      if (++index[d] < out.shape[d]) break;
-      offset -= strides[d] * out.shape[d];
-      index[d] = 0;
+  // Otherwise two axes matter for the cache: the input's innermost (`inner`)
+  // and the output's innermost (`outer` = p.back()). For every index of the
+  // other axes, transpose the (outer, inner) plane in 32x32 tiles so that
+  // both the reads and the writes stay within a few cache lines.
+  const size_t outer = static_cast<size_t>(p.back());
+  const int64_t n_outer = shape[outer], n_inner = shape[inner];
+  const int64_t in_outer = in_strides[outer], out_inner = out_strides[inner];
+  std::vector<size_t> rest;
+  for (size_t k = 0; k < rank; ++k) {
+    if (k != outer && k != inner) rest.push_back(k);
+  }
+  std::vector<int64_t> index(rest.size(), 0);
+  int64_t in_base = 0, out_base = 0;
+  for (;;) {
+    for (int64_t a0 = 0; a0 < n_outer; a0 += kTile) {
+      const int64_t a1 = std::min(n_outer, a0 + kTile);
+      for (int64_t z0 = 0; z0 < n_inner; z0 += kTile) {
+        const int64_t z1 = std::min(n_inner, z0 + kTile);
+        for (int64_t a = a0; a < a1; ++a) {
+          const float* s = src + in_base + a * in_outer;
+          float* d = dst + out_base + a;
+          for (int64_t z = z0; z < z1; ++z) d[z * out_inner] = s[z];
+        }
+      }
+    }
+    size_t k = rest.size();
+    for (;;) {
+      if (k == 0) return out;
+      --k;
+      const size_t axis = rest[k];
+      in_base += in_strides[axis];
+      out_base += out_strides[axis];
+      if (++index[k] < shape[axis]) break;
+      in_base -= in_strides[axis] * shape[axis];
+      out_base -= out_strides[axis] * shape[axis];
+      index[k] = 0;
     }
   }
-  return out;
 }
 
 void Scale(Tensor& t, float factor) {
