@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "host/base/file.h"
+#include "host/base/json.h"
 #include "host/engine/convert.h"
 #include "host/engine/maxtext_tree.h"
 #include "host/formats/orbax/checkpoint.h"
@@ -148,10 +149,10 @@ class HfDoctor {
       Add(Severity::kError, "config-invalid", text.status().message(), "make config.json readable");
       return;
     }
-    try {
-      config_ = json::parse(*text);
-    } catch (const json::parse_error& e) {
-      Add(Severity::kError, "config-invalid", file.string() + ": not valid JSON: " + e.what(),
+    if (Result<json> parsed = ParseJsonText(*text, file.string()); parsed.ok()) {
+      config_ = std::move(*parsed);
+    } else {
+      Add(Severity::kError, "config-invalid", parsed.status().message(),
           "restore config.json from the model's release");
     }
     if (!config_.is_null() && !config_.is_object()) {
@@ -193,15 +194,13 @@ class HfDoctor {
   void ReadIndexed() {
     const fs::path index_file = dir_ / kIndexName;
     json index;
-    Result<std::string> text = ReadFile(index_file);
-    try {
-      if (!text.ok()) throw std::runtime_error(text.status().message());
-      index = json::parse(*text);
-    } catch (const std::exception& e) {
-      Add(Severity::kError, "index-invalid", index_file.string() + ": " + e.what(),
+    Result<json> parsed = ParseJsonFile(index_file);
+    if (!parsed.ok()) {
+      Add(Severity::kError, "index-invalid", parsed.status().message(),
           "restore " + std::string(kIndexName) + " from the model's release");
       return;
     }
+    index = std::move(*parsed);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
       Add(Severity::kError, "index-invalid", index_file.string() + " has no weight_map object",
           "restore " + std::string(kIndexName) + " from the model's release");

@@ -4,6 +4,7 @@
 #include <system_error>
 
 #include "host/base/file.h"
+#include "host/base/json.h"
 #include "host/formats/orbax/checkpoint.h"
 
 namespace ckptbridge::check {
@@ -11,15 +12,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-Result<json> ParseJsonFile(const fs::path& path) {
-  CKB_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    return InvalidArgument(path.string() + ": not valid JSON: " + e.what());
-  }
-}
 
 // The same choices convert makes (host/engine/convert.cc).
 Result<std::optional<DType>> ParseSaveDType(const std::string& text, DType fallback) {

@@ -9,6 +9,7 @@
 
 #include "host/base/checksum.h"
 #include "host/base/file.h"
+#include "host/base/json.h"
 #include "host/cli/commands.h"
 #include "host/cli/format.h"
 #include "host/engine/convert.h"
@@ -79,13 +80,11 @@ int InspectHf(const fs::path& path, bool as_json, bool checksums,
   const fs::path config_path =
       fs::is_directory(path) ? path / "config.json" : path.parent_path() / "config.json";
   if (fs::exists(config_path)) {
-    Result<std::string> text = ReadFile(config_path);
-    if (text.ok()) {
-      try {
-        config = json::parse(*text);
-      } catch (const json::parse_error& e) {
-        err << "ckptbridge inspect: note: " << config_path.string() << " is not valid JSON\n";
-      }
+    Result<json> parsed = ParseJsonFile(config_path);
+    if (parsed.ok()) {
+      config = std::move(*parsed);
+    } else {
+      err << "ckptbridge inspect: note: " << parsed.status().message() << '\n';
     }
   }
 

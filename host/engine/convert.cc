@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "host/base/file.h"
+#include "host/base/json.h"
 #include "host/base/version.h"
 #include "host/engine/maxtext_tree.h"
 #include "host/engine/staging.h"
@@ -18,21 +19,11 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-Result<json> ParseJsonFile(const fs::path& path) {
-  CKB_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    return InvalidArgument(path.string() + ": not valid JSON: " + e.what());
-  }
-}
-
-Result<json> ParseJsonText(const std::string& text, const std::string& what) {
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    return Internal(what + ": not valid JSON: " + e.what());
-  }
+// JSON a plugin produced: bad JSON there is the plugin's fault, not the input's.
+Result<json> ParsePluginJson(const std::string& text, const std::string& what) {
+  Result<json> parsed = ParseJsonText(text, what);
+  if (!parsed.ok()) return Internal(parsed.status().message());
+  return parsed;
 }
 
 std::string PluginLabel(const LoadedPlugin& plugin) {
@@ -118,7 +109,7 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   const bool scan = options.scan_layers.value_or(true);
   CKB_ASSIGN_OR_RETURN(RuleSet rules, adapter->Rules(RuleOptions(options, scan)));
   CKB_ASSIGN_OR_RETURN(std::string maxtext_text, adapter->TranslateConfig(CKB_TO_MAXTEXT));
-  CKB_ASSIGN_OR_RETURN(json maxtext_config, ParseJsonText(maxtext_text, PluginLabel(*plugin)));
+  CKB_ASSIGN_OR_RETURN(json maxtext_config, ParsePluginJson(maxtext_text, PluginLabel(*plugin)));
 
   ToMaxTextOptions plan_options;
   CKB_ASSIGN_OR_RETURN(plan_options.save_dtype, ParseSaveDType(options.save_dtype, DType::kBF16));
@@ -220,7 +211,7 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
                        Adapter::Create(*plugin, model_type, hf_config.dump()));
   CKB_ASSIGN_OR_RETURN(RuleSet rules, adapter->Rules(RuleOptions(options, scan)));
   CKB_ASSIGN_OR_RETURN(std::string config_text, adapter->TranslateConfig(CKB_TO_HF));
-  CKB_ASSIGN_OR_RETURN(json out_config, ParseJsonText(config_text, PluginLabel(*plugin)));
+  CKB_ASSIGN_OR_RETURN(json out_config, ParsePluginJson(config_text, PluginLabel(*plugin)));
 
   // Export dtype: --save-dtype, else the config's torch_dtype, else bfloat16
   // (never float32 by accident: that doubles the output for nothing).
@@ -381,7 +372,7 @@ Result<ModelChoice> IdentifyModel(const MaxTextSource& source, const fs::path& h
                       plugins.Summary() + "); `ckptbridge plugins` lists the presets");
     }
     CKB_ASSIGN_OR_RETURN(std::string text, PresetConfig(*plugin, model_name));
-    CKB_ASSIGN_OR_RETURN(model.hf_config, ParseJsonText(text, PluginLabel(*plugin)));
+    CKB_ASSIGN_OR_RETURN(model.hf_config, ParsePluginJson(text, PluginLabel(*plugin)));
     if (chosen_family.empty()) chosen_family = plugin->name;
   } else if (source.record && source.record->contains("hf_config") &&
              (*source.record)["hf_config"].is_object()) {

@@ -58,8 +58,12 @@ class Config {
     const nlohmann::json& v = Required(key, "integer");
     if (v.is_number_integer()) return v.get<int64_t>();
     // transformers sometimes writes integral floats (e.g. 128.0).
-    if (v.is_number_float() && v.get<double>() == static_cast<double>(v.get<int64_t>())) {
-      return v.get<int64_t>();
+    // (Range first: converting a double outside int64 is undefined.)
+    if (v.is_number_float()) {
+      const double d = v.get<double>();
+      if (d >= -9.2e18 && d <= 9.2e18 && d == static_cast<double>(static_cast<int64_t>(d))) {
+        return static_cast<int64_t>(d);
+      }
     }
     Fail(CKB_INVALID_ARGUMENT,
          label_ + ": '" + std::string(key) + "' must be an integer, got " + v.dump());
