@@ -12,6 +12,8 @@
 #   FUZZ_JOBS        parallel compile jobs (default 2)
 #   FUZZ_RSS_MB      memory limit per target, MB (default 2048)
 #   FUZZ_NO_INSTALL  set to 1 to never run apt-get (fail if clang is missing)
+#   FUZZ_SEED        libFuzzer's -seed (CI fixes it so that a run can be
+#                    repeated; unset: a random seed per run)
 #
 # On a crash the reproducer is left as $FUZZ_WORK_DIR/<target>/crash-* and
 # the log as $FUZZ_WORK_DIR/<target>.log; rerun it with
@@ -78,6 +80,7 @@ for target in "${TARGETS[@]}"; do
   args=(-max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb="$RSS_MB" -timeout=20
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$artifacts/")
   [ -f "$WORK_DIR/seeds/$target.dict" ] && args+=(-dict="$WORK_DIR/seeds/$target.dict")
+  [ -n "${FUZZ_SEED:-}" ] && args+=(-seed="$FUZZ_SEED")
   echo "== $target: ${SECONDS_PER_TARGET}s"
   # New inputs go to the first corpus folder, which persists between runs.
   if "$BUILD_DIR/fuzz/$target" "${args[@]}" "$corpus" "$WORK_DIR/seeds/$target" \
