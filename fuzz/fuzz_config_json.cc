@@ -15,6 +15,7 @@
 
 #include "ckptbridge/plugin_abi.h"
 #include "fuzz/fuzz_util.h"
+#include "host/base/json.h"
 #include "host/engine/convert.h"
 #include "host/plugin/adapter.h"
 #include "host/plugin/loader.h"
@@ -44,12 +45,13 @@ const ckptbridge::PluginRegistry& Plugins() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const ckptbridge::PluginRegistry& plugins = Plugins();
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  json config;
-  try {
-    config = json::parse(text.begin(), text.end());  // as engine::ToMaxText reads it
-  } catch (const json::parse_error&) {
+  // As engine::ToMaxText reads it (host/base/json.h).
+  ckptbridge::Result<json> parsed = ckptbridge::ParseJsonText(text, "config.json");
+  if (!parsed.ok()) {
+    CheckRefusal(parsed.status(), "config.json");
     return 0;
   }
+  const json config = std::move(parsed).value();
   std::string model_type;
   ckptbridge::Result<const ckptbridge::LoadedPlugin*> plugin =
       ckptbridge::engine::SelectPlugin(plugins, config, "", &model_type);
