@@ -179,7 +179,8 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
     if (!quiet) err << "note: " << text << '\n';
   };
   observer.planned = [&](const engine::Plan& plan) {
-    if (!quiet) PrintPlanSummary(plan, convert.threads, convert.max_shard_bytes, err);
+    if (!quiet)
+      PrintPlanSummary(plan, convert.threads, convert.max_shard_bytes, err, convert.max_memory);
     line.Start();
   };
 
