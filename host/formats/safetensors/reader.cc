@@ -1,6 +1,8 @@
 #include "host/formats/safetensors/reader.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -343,14 +345,16 @@ Result<Header> ParseHeader(std::string_view json_text, uint64_t data_bytes,
 }
 
 Result<File> File::Open(const std::filesystem::path& path) {
-  CKB_ASSIGN_OR_RETURN(MappedFile mapped, MappedFile::Open(path));
+  CKB_ASSIGN_OR_RETURN(ReadOnlyFile opened, ReadOnlyFile::Open(path));
   const std::string label = path.string();
-  const uint64_t size = mapped.size();
+  const uint64_t size = opened.size();
   if (size < 8) {
     return InvalidArgument(label + ": file is " + std::to_string(size) +
                            " bytes, too short for the 8-byte header length of a safetensors file");
   }
-  const uint64_t header_bytes = ReadLittleEndian64(mapped.data());
+  uint8_t prefix[8];
+  CKB_RETURN_IF_ERROR(opened.PRead(0, prefix, sizeof prefix));
+  const uint64_t header_bytes = ReadLittleEndian64(prefix);
   if (header_bytes > kMaxHeaderBytes) {
     return InvalidArgument(label + ": header length " + std::to_string(header_bytes) +
                            " exceeds the limit of " + std::to_string(kMaxHeaderBytes) + " bytes");
@@ -360,10 +364,19 @@ Result<File> File::Open(const std::filesystem::path& path) {
                            " exceeds the " + std::to_string(size - 8) +
                            " bytes after the length prefix");
   }
-  std::string_view text(reinterpret_cast<const char*>(mapped.data()) + 8, header_bytes);
+  // Read, not mapped: the header is parsed once and the mapping would only
+  // take address space.
+  std::string text;
+  try {
+    text.resize(static_cast<size_t>(header_bytes));
+  } catch (const std::bad_alloc&) {
+    return ResourceExhausted(label + ": cannot allocate " + std::to_string(header_bytes) +
+                             " bytes for the header");
+  }
+  CKB_RETURN_IF_ERROR(opened.PRead(8, text.data(), text.size()));
   File file;
   CKB_ASSIGN_OR_RETURN(file.header_, ParseHeader(text, size - 8 - header_bytes, label));
-  file.mapped_ = std::move(mapped);
+  file.file_ = std::move(opened);
   return file;
 }
 
@@ -372,12 +385,47 @@ const TensorInfo* File::Find(std::string_view name) const {
                                 [](const TensorInfo& t) -> std::string_view { return t.name; });
 }
 
+const MappedRegion& File::Whole() const {
+  std::call_once(whole_->once, [this] {
+    Result<MappedRegion> region = file_.Map(0, file_.size());
+    if (!region.ok()) {
+      // Data() has no way to report an error (see reader.h): say why, then stop.
+      std::fprintf(stderr, "ckptbridge: %s\n", region.status().message().c_str());
+      std::abort();
+    }
+    whole_->region = std::move(*region);
+    whole_->mapped.store(true, std::memory_order_release);
+  });
+  return whole_->region;
+}
+
+const uint8_t* File::Data(const TensorInfo& tensor) const {
+  return Whole().data() + data_offset() + tensor.begin;
+}
+
 void File::Release(const TensorInfo& tensor) const {
-  mapped_.DontNeed(data_offset() + tensor.begin, tensor.num_bytes());
+  // Only the mapping Data() made holds pages that outlive their reader.
+  if (whole_->mapped.load(std::memory_order_acquire)) {
+    whole_->region.DontNeed(data_offset() + tensor.begin, tensor.num_bytes());
+  }
+}
+
+Result<TensorBytes> File::ReadRange(const TensorInfo& tensor, uint64_t offset,
+                                    uint64_t length) const {
+  const uint64_t size = tensor.num_bytes();
+  if (offset > size || length > size - offset) {
+    return Internal(path().string() + ": tensor '" + tensor.name + "': bytes [" +
+                    std::to_string(offset) + ", " + std::to_string(offset + length) +
+                    ") lie outside its " + std::to_string(size) + " bytes");
+  }
+  TensorBytes bytes;
+  CKB_ASSIGN_OR_RETURN(bytes.region_, file_.Map(data_offset() + tensor.begin + offset, length,
+                                                "tensor '" + tensor.name + "'"));
+  return bytes;
 }
 
 void File::Prefetch(const TensorInfo& tensor) const {
-  mapped_.WillNeed(data_offset() + tensor.begin, tensor.num_bytes());
+  file_.WillNeed(data_offset() + tensor.begin, tensor.num_bytes());
 }
 
 namespace {

@@ -4,7 +4,8 @@
 // A safetensors file is an 8-byte little-endian header length N, N bytes of
 // JSON ({"name": {"dtype", "shape", "data_offsets": [begin, end)}, ...,
 // optional "__metadata__": {string: string}}) and the data section. Files are
-// memory-mapped; a tensor's bytes are only touched when its data is read.
+// kept open and only the header is read up front; a tensor's bytes are mapped
+// (only the pages asked for) when they are read.
 //
 // Every header is validated before any tensor is used (the checks of the
 // reference implementation, plus ours):
@@ -38,10 +39,12 @@
 #ifndef CKPTBRIDGE_HOST_FORMATS_SAFETENSORS_READER_H_
 #define CKPTBRIDGE_HOST_FORMATS_SAFETENSORS_READER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -78,31 +81,78 @@ struct Header {
 // the whole validation logic, usable without a file (tests, fuzzing).
 Result<Header> ParseHeader(std::string_view json, uint64_t data_bytes, std::string_view label);
 
-// One memory-mapped .safetensors file.
+// Bytes [offset, offset + size) of one tensor, readable while the view lives
+// (it does not depend on its File). The view maps only the pages that hold
+// its bytes, and dropping it unmaps them: they leave the process's address
+// space and resident set (they stay in the page cache), so a reader that
+// keeps one view per slice holds only the slices in flight, even under an
+// address-space limit (`ulimit -v`) smaller than a shard. Possibly
+// unaligned. data() is never null, also for an empty view. Move-only.
+class TensorBytes {
+ public:
+  TensorBytes() = default;
+  TensorBytes(TensorBytes&&) noexcept = default;
+  TensorBytes& operator=(TensorBytes&&) noexcept = default;
+  TensorBytes(const TensorBytes&) = delete;
+  TensorBytes& operator=(const TensorBytes&) = delete;
+
+  const uint8_t* data() const { return region_.data(); }
+  uint64_t size() const { return region_.size(); }
+
+ private:
+  friend class File;
+  MappedRegion region_;
+};
+
+// One .safetensors file, kept open. Opening reads and validates the header
+// only; tensor bytes are read through ReadRange (a mapping of just those
+// bytes) or Data() (a mapping of the whole file, made on first use).
+// Thread-safe: every method is const and may be called concurrently.
 class File {
  public:
   static Result<File> Open(const std::filesystem::path& path);
 
-  const std::filesystem::path& path() const { return mapped_.path(); }
+  const std::filesystem::path& path() const { return file_.path(); }
   const Header& header() const { return header_; }
   const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
   // nullptr when the file has no such tensor.
   const TensorInfo* Find(std::string_view name) const;
   // Offset of the data section in the file (8 + N); not necessarily aligned.
   uint64_t data_offset() const { return 8 + header_.header_bytes; }
-  // The tensor's bytes (possibly unaligned), valid while the File lives.
-  const uint8_t* Data(const TensorInfo& tensor) const {
-    return mapped_.data() + data_offset() + tensor.begin;
-  }
-  // Hints the kernel to read the tensor's pages ahead.
+  // Bytes [offset, offset + length) of `tensor`, mapped for as long as the
+  // returned view lives. Errors: Internal when the range lies outside the
+  // tensor; ResourceExhausted when the process lacks the address space.
+  // This is how the conversion engine reads: its address space grows with
+  // the slices in flight, not with the shards.
+  Result<TensorBytes> ReadRange(const TensorInfo& tensor, uint64_t offset, uint64_t length) const;
+  // The tensor's bytes (possibly unaligned), valid while the File lives. The
+  // first call maps the whole file, which takes address space for all of it:
+  // for inspect, verify and tests, not for code that must run under
+  // `ulimit -v`. Failing to map it is fatal (the process prints why and
+  // aborts): use ReadRange where that must be an error.
+  const uint8_t* Data(const TensorInfo& tensor) const;
+  // Hints the kernel to read the tensor's pages ahead (into the page cache;
+  // maps nothing).
   void Prefetch(const TensorInfo& tensor) const;
-  // Drops the tensor's pages from this process's resident set once it has
-  // been read (they are read again if touched). Data() stays valid.
+  // Drops the tensor's pages of the whole-file mapping (Data()) from this
+  // process's resident set once it has been read (they are read again if
+  // touched). Data() stays valid. Views from ReadRange release their pages
+  // themselves.
   void Release(const TensorInfo& tensor) const;
 
  private:
-  MappedFile mapped_;
+  // The whole-file mapping, made once on first use by Data().
+  struct WholeMap {
+    std::once_flag once;
+    MappedRegion region;
+    std::atomic<bool> mapped{false};  // region is set (Release may use it)
+  };
+
+  const MappedRegion& Whole() const;
+
+  ReadOnlyFile file_;
   Header header_;
+  std::unique_ptr<WholeMap> whole_ = std::make_unique<WholeMap>();
 };
 
 // A tensor of a checkpoint: its header entry and the file that holds it.

@@ -2,8 +2,11 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -650,6 +653,97 @@ TEST(FileTest, MissingFileIsNotFound) {
   ASSERT_FALSE(file.ok());
   EXPECT_EQ(file.status().code(), StatusCode::kNotFound);
   EXPECT_THAT(file.status().message(), HasSubstr("nope.safetensors"));
+}
+
+// Bytes of `path` mapped into this process now, from /proc/self/maps.
+uint64_t MappedBytesOf(const fs::path& path) {
+  std::ifstream maps("/proc/self/maps");
+  uint64_t total = 0;
+  const std::string name = path.string();
+  for (std::string line; std::getline(maps, line);) {
+    if (line.size() < name.size() || line.compare(line.size() - name.size(), name.size(), name)) {
+      continue;
+    }
+    uint64_t begin = 0, end = 0;
+    char dash = 0;
+    std::istringstream(line) >> std::hex >> begin >> dash >> end;
+    total += end - begin;
+  }
+  return total;
+}
+
+TEST(FileTest, ReadRangeMapsOnlyTheSliceAndDataMapsTheWholeFileOnFirstUse) {
+  ScratchDir dir;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  // An odd-length header, then a 16-page tensor and a small one.
+  const size_t big = 16 * page;
+  std::string data(big + 6, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 37 + 5) % 256);
+  std::string header = R"({"big":{"dtype":"U8","shape":[)" + std::to_string(big) +
+                       R"(],"data_offsets":[0,)" + std::to_string(big) +
+                       R"(]},"small":{"dtype":"U16","shape":[3],"data_offsets":[)" +
+                       std::to_string(big) + "," + std::to_string(big + 6) + "]}}";
+  if (header.size() % 2 == 0) header += ' ';  // trailing spaces are allowed
+  const fs::path path = dir / "x.safetensors";
+  WriteBytes(path, SafetensorsBytes(header, data));
+  File file = OpenOrDie(path);
+  ASSERT_NE(file.data_offset() % 8, 0u);
+  EXPECT_EQ(MappedBytesOf(path), 0u);  // the header is read, not mapped
+
+  const TensorInfo& v = Get(file, "big");
+  {
+    // Two pages' worth from the middle of the tensor: at most three pages
+    // of address space, however large the file.
+    Result<TensorBytes> slice = file.ReadRange(v, 5 * page + 3, 2 * page);
+    ASSERT_TRUE(slice.ok()) << slice.status().message();
+    ASSERT_EQ(slice->size(), 2 * page);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(slice->data()), slice->size()),
+              data.substr(5 * page + 3, 2 * page));
+    EXPECT_LE(MappedBytesOf(path), 3 * page);
+    EXPECT_GT(MappedBytesOf(path), 0u);
+    // Views are movable and hold their own mapping.
+    TensorBytes moved = std::move(*slice);
+    EXPECT_EQ(moved.data()[0], static_cast<uint8_t>(data[5 * page + 3]));
+  }
+  EXPECT_EQ(MappedBytesOf(path), 0u);  // gone with the view
+
+  // The whole second tensor, an empty range, and a view that outlives its File.
+  const TensorInfo& s = Get(file, "small");
+  Result<TensorBytes> small = file.ReadRange(s, 0, 6);
+  ASSERT_TRUE(small.ok());
+  Result<TensorBytes> none = file.ReadRange(s, 6, 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_NE(none->data(), nullptr);
+  EXPECT_EQ(none->size(), 0u);
+
+  // Release before any Data() touches nothing; Data() then maps the file once.
+  file.Release(v);
+  EXPECT_EQ(Bytes(file, s), data.substr(big, 6));
+  const uint64_t whole = (file.data_offset() + data.size() + page - 1) / page * page;
+  EXPECT_EQ(MappedBytesOf(path), whole + page);  // + the view of "small"
+  EXPECT_EQ(Bytes(file, v), data.substr(0, big));
+  file.Release(v);
+  EXPECT_EQ(Bytes(file, v), data.substr(0, big));  // still valid after Release
+  EXPECT_EQ(MappedBytesOf(path), whole + page);
+
+  { File gone = std::move(file); }
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(small->data()), 6), data.substr(big, 6));
+}
+
+TEST(FileTest, ReadRangeOutsideTheTensorIsInternalNamingBothSides) {
+  ScratchDir dir;
+  WriteBytes(dir / "x.safetensors",
+             SafetensorsBytes(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
+                              R"("b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}})",
+                              "aaaabb"));
+  File file = OpenOrDie(dir / "x.safetensors");
+  Result<TensorBytes> past = file.ReadRange(Get(file, "a"), 2, 3);
+  ASSERT_FALSE(past.ok());
+  EXPECT_EQ(past.status().code(), StatusCode::kInternal);
+  EXPECT_EQ(past.status().message(), (dir / "x.safetensors").string() +
+                                         ": tensor 'a': bytes [2, 5) lie outside its 4 bytes");
+  EXPECT_FALSE(file.ReadRange(Get(file, "a"), 5, 0).ok());
+  EXPECT_FALSE(file.ReadRange(Get(file, "a"), 1, ~uint64_t{0}).ok());
 }
 
 // ---------------------------------------------------------------------------
