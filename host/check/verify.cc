@@ -121,7 +121,18 @@ struct RawTensor {
   DType dtype = DType::kInvalid;
   Shape shape;
   const uint8_t* data = nullptr;
+  safetensors::TensorBytes bytes;  // holds `data`
 };
+
+// The axis meanings of HF input `j` as the ops see it: without the leading
+// axis when the rule stacks along it.
+std::vector<int32_t> HfSliceAxes(const Rule& rule, size_t j) {
+  std::vector<int32_t> axes = rule.hf_inputs[j].axis_meanings;
+  for (const StackAxis& s : rule.stack) {
+    if (s.hf_leading && !axes.empty()) axes.erase(axes.begin());
+  }
+  return axes;
+}
 
 Result<Tensor> Widen(DType dtype, const void* data, const Shape& shape) {
   Tensor t;
@@ -255,7 +266,14 @@ class Verifier {
       const std::string& name = source ? hf.source_name : hf.name;
       const safetensors::CheckpointTensor* t = opened_.hf->Find(name);
       if (!t) return NotFound(opened_.hf->path().string() + " has no tensor '" + name + "'");
-      out.push_back({hf.name, t->info->dtype, t->info->shape, t->file->Data(*t->info)});
+      // The planned dtype is the output's; the part is cut by the file's.
+      engine::HfTensor stored = hf;
+      stored.dtype = t->info->dtype;
+      const engine::HfPart part = engine::UnitHfPart(stored, unit);
+      CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes bytes,
+                           t->file->ReadRange(*t->info, part.byte_offset, part.num_bytes));
+      RawTensor raw{hf.name, t->info->dtype, part.shape, bytes.data(), std::move(bytes)};
+      out.push_back(std::move(raw));
     }
     return out;
   }
@@ -346,10 +364,10 @@ class Verifier {
              engine::OpName(rule.forward.steps[0].op) + ")");
         return Status::Ok();
       }
-      hf_side.push_back({raw[0].name, r.hf_inputs[0].axis_meanings, ComputeProfiles(*truth)});
+      hf_side.push_back({raw[0].name, HfSliceAxes(r, 0), ComputeProfiles(*truth)});
     } else {
       for (size_t j = 0; j < hf.size(); ++j) {
-        hf_side.push_back({raw[j].name, r.hf_inputs[j].axis_meanings, ComputeProfiles(hf[j])});
+        hf_side.push_back({raw[j].name, HfSliceAxes(r, j), ComputeProfiles(hf[j])});
       }
     }
     for (size_t i = 0; i < mt.size(); ++i) {

@@ -117,6 +117,11 @@ RuleSlices EnumerateSlices(const Rule& rule) {
   for (;;) {
     std::string key;
     for (const TensorDecl& in : rule.hf_inputs) key += ResolveTemplate(in.name, rule, slice) + "\n";
+    // Slices along the HF tensors' leading axis share their names; the
+    // index tells them apart (after the first name, which is cut out below).
+    for (size_t k = 0; k < rule.stack.size(); ++k) {
+      if (rule.stack[k].hf_leading) key += "[" + std::to_string(slice[k]) + "]\n";
+    }
     out.slices.push_back(slice);
     out.keys.push_back(std::move(key));
     size_t d = counts.size();

@@ -240,7 +240,17 @@ Problem CopyStack(const ckb_rule& in, Rule& out) {
                " (" + ShapeString(mt.dims) + ")";
       }
     }
-    out.stack.push_back(StackAxis{s->meaning, s->mt_axis, s->count, s->hf_start, s->hf_stride});
+    StackAxis axis{s->meaning, s->mt_axis, s->count, s->hf_start, s->hf_stride};
+    // hf_leading came with ABI 1.2; a shorter struct means a placeholder.
+    if (s->struct_size >= offsetof(ckb_stack_axis, hf_leading) + sizeof(s->hf_leading)) {
+      axis.hf_leading = s->hf_leading != 0;
+    }
+    if (axis.hf_leading && (axis.hf_start != 0 || axis.hf_stride != 1)) {
+      return named + " runs along the HF tensors' leading axis but has hf_start " +
+             std::to_string(s->hf_start) + " and hf_stride " + std::to_string(s->hf_stride) +
+             ", expected 0 and 1";
+    }
+    out.stack.push_back(axis);
   }
   return std::nullopt;
 }

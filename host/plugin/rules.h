@@ -66,6 +66,9 @@ struct StackAxis {
   int64_t count = 0;
   int64_t hf_start = 0;
   int64_t hf_stride = 1;
+  // The slices are the leading axis of every HF input (ABI 1.2 hf_leading)
+  // rather than a {layer}/{expert} placeholder.
+  bool hf_leading = false;
 };
 
 struct Rule {
@@ -77,6 +80,7 @@ struct Rule {
 
   bool optional() const { return flags & CKB_RULE_OPTIONAL; }
   bool lossy() const { return flags & CKB_RULE_LOSSY; }
+  bool keep_f32() const { return flags & CKB_RULE_KEEP_F32; }
 };
 
 struct IgnoreRule {

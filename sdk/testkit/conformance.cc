@@ -163,6 +163,7 @@ struct RuleSetFacts {
 void CheckTemplates(const Rule& rule, std::vector<std::string>& problems) {
   bool has_layer_axis = false, has_expert_axis = false;
   for (const StackAxis& s : rule.stack) {
+    if (s.hf_leading) continue;  // an axis of the tensor, not a placeholder
     has_layer_axis |= s.meaning == CKB_AXIS_LAYERS;
     has_expert_axis |= s.meaning == CKB_AXIS_EXPERTS;
   }
@@ -195,7 +196,13 @@ void CheckTemplates(const Rule& rule, std::vector<std::string>& problems) {
 
 void CheckChain(const Rule& rule, engine::Direction direction, std::vector<std::string>& problems) {
   std::vector<Shape> inputs;
-  for (const TensorDecl& in : rule.hf_inputs) inputs.push_back(in.dims);
+  const bool leading = std::any_of(rule.stack.begin(), rule.stack.end(),
+                                   [](const StackAxis& s) { return s.hf_leading; });
+  for (const TensorDecl& in : rule.hf_inputs) {
+    inputs.push_back(in.dims);
+    // The ops see one slice of a leading stack axis: the tensor without it.
+    if (leading && !inputs.back().empty()) inputs.back().erase(inputs.back().begin());
+  }
   Result<engine::Chain> chain = engine::ResolveChain(rule.ops, inputs);
   if (!chain.ok()) {
     problems.push_back("rule " + RuleName(rule) + ": op chain: " + chain.status().message());
@@ -299,6 +306,12 @@ RuleSetFacts CheckRuleSet(const RuleSet& rules, engine::Direction direction) {
     }
     CheckTemplates(rule, facts.problems);
     for (const auto& slice : Slices(rule)) {
+      // The slices of a leading stack axis are parts of one HF tensor.
+      bool later_part = false;
+      for (size_t k = 0; k < rule.stack.size(); ++k) {
+        later_part |= rule.stack[k].hf_leading && slice[k] > 0;
+      }
+      if (later_part) continue;
       for (const TensorDecl& in : rule.hf_inputs) {
         std::string name = engine::ResolveTemplate(in.name, rule, slice);
         auto [it, inserted] = hf_names.emplace(name, RuleName(rule));

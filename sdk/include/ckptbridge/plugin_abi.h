@@ -52,6 +52,11 @@
  *  - 1.0  the first ABI.
  *  - 1.1  ckb_plugin_descriptor.sample_configs: tiny HF configs per model
  *         type, from which `ckptbridge plugins check` synthesizes checkpoints.
+ *  - 1.2  ckb_stack_axis.hf_leading: a stack axis may run along the leading
+ *         axis of the HF tensors instead of a key placeholder (GPT-OSS keeps
+ *         all experts of a layer in one tensor), so that one expert is one
+ *         unit of work; CKB_RULE_KEEP_F32: a rule's tensors stay float32
+ *         whatever the save dtype.
  *
  * Most authors never touch this file directly: the header-only helpers in
  * `ckptbridge/sdk/` build these tables from ordinary C++.
@@ -67,7 +72,7 @@ extern "C" {
 #endif
 
 #define CKPTBRIDGE_ABI_MAJOR 1u
-#define CKPTBRIDGE_ABI_MINOR 1u
+#define CKPTBRIDGE_ABI_MINOR 2u
 
 /* The one exported symbol's name, for hosts that look it up by string. */
 #define CKPTBRIDGE_PLUGIN_ENTRY_V1_NAME "ckptbridge_plugin_entry_v1"
@@ -218,6 +223,17 @@ typedef struct ckb_stack_axis {
   int64_t count;
   int64_t hf_start;
   int64_t hf_stride;
+  /* ---- ABI 1.2 ---- */
+  /* Nonzero: the slices are not separate HF tensors named through a
+   * placeholder but the leading axis of every HF input of the rule, whose
+   * declared dims then include that axis (size `count`; hf_start 0, stride
+   * 1). GPT-OSS stores all experts of a layer as one [experts, ...] tensor;
+   * declaring that axis here makes one expert one unit of work, so memory
+   * does not grow with the number of experts. The rule's ops act on one
+   * slice: the HF tensor without its leading axis. At most one stack axis of
+   * a rule is leading. Zero (and a struct_size that does not reach this
+   * field): the placeholder, as in ABI 1.0. */
+  int32_t hf_leading;
 } ckb_stack_axis;
 
 /* Rule flags. */
@@ -226,7 +242,11 @@ enum {
    * none of them is, it is skipped without error. */
   CKB_RULE_OPTIONAL = 1u << 0,
   /* Reading/writing this rule is lossy by definition (truncation, custom). */
-  CKB_RULE_LOSSY = 1u << 1
+  CKB_RULE_LOSSY = 1u << 1,
+  /* Since ABI 1.2: the rule's output tensors are written as float32 whatever
+   * the save dtype (parameters MaxText keeps in f32, such as Qwen3-Next's
+   * A_log). A plugin that sets it requires minor 2. */
+  CKB_RULE_KEEP_F32 = 1u << 2
 };
 
 typedef struct ckb_rule {

@@ -113,7 +113,7 @@ ckb_op Op(int32_t kind, const int64_t* values = nullptr, size_t count = 0) {
 
 ckb_stack_axis Stack(int32_t meaning, int32_t mt_axis, int64_t count, int64_t start = 0,
                      int64_t stride = 1) {
-  return ckb_stack_axis{sizeof(ckb_stack_axis), meaning, mt_axis, count, start, stride};
+  return ckb_stack_axis{sizeof(ckb_stack_axis), meaning, mt_axis, count, start, stride, 0};
 }
 
 struct RuleParts {

@@ -208,6 +208,7 @@ class RuleMarshal {
       axis.count = s.count;
       axis.hf_start = s.hf_start;
       axis.hf_stride = s.hf_stride;
+      axis.hf_leading = s.hf_leading ? 1 : 0;
       stack_.push_back(axis);
     }
     for (const Op& o : rule.ops()) {

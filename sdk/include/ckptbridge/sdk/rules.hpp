@@ -178,6 +178,7 @@ struct StackAxis {
   int64_t count = 0;
   int64_t hf_start = 0;
   int64_t hf_stride = 1;
+  bool hf_leading = false;  // see Rule::StackLeading
 };
 
 class Rule {
@@ -201,6 +202,16 @@ class Rule {
     stack_.push_back({meaning, mt_axis, count, hf_start, hf_stride});
     return *this;
   }
+  // Stacks `count` slices on MaxText axis `mt_axis` that an HF tensor holds
+  // all together along its leading axis: GPT-OSS's `mlp.experts.down_proj`
+  // is [experts, F, E]. From() then takes the whole HF tensor (leading axis
+  // included), Then() ops act on one slice (without it), and the host
+  // converts one slice at a time, so memory follows one expert, not all.
+  // Needs a host of ABI 1.2: set PluginDefinition::abi_minor = 2.
+  Rule& StackLeading(Axis meaning, int32_t mt_axis, int64_t count) {
+    stack_.push_back({meaning, mt_axis, count, 0, 1, true});
+    return *this;
+  }
   Rule& Then(Op op) {
     ops_.push_back(std::move(op));
     return *this;
@@ -213,6 +224,12 @@ class Rule {
   // The rule loses information by design (truncation, dequantization).
   Rule& Lossy() {
     flags_ |= CKB_RULE_LOSSY;
+    return *this;
+  }
+  // The outputs stay float32 whatever the save dtype (ABI 1.2: set
+  // PluginDefinition::abi_minor = 2).
+  Rule& KeepF32() {
+    flags_ |= CKB_RULE_KEEP_F32;
     return *this;
   }
 
