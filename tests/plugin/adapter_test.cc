@@ -255,6 +255,9 @@ INSTANTIATE_TEST_SUITE_P(
                                 "'decoder.bad.kernel' of rank 2"},
         BadRulesCase{"stack_count", StatusCode::kInternal,
                      kBadRule + "stack axis 0 (layers) has count 0, expected >= 1"},
+        BadRulesCase{"leading_start", StatusCode::kInternal,
+                     kBadRule + "stack axis 0 (layers) runs along the HF tensors' leading axis "
+                                "but has hf_start 2 and hf_stride 1, expected 0 and 1"},
         BadRulesCase{
             "neg_dim", StatusCode::kInternal,
             kBadRule + "hf input 0 'model.bad.weight' has negative dim -1 at axis 1 ([4, -1])"},

@@ -179,6 +179,11 @@ void EmitBadRule(const std::string& which, const ckb_rule_sink* sink) {
     stack.count = 0;
     parts.stack[0] = &stack;
     parts.stack_count = 1;
+  } else if (which == "leading_start") {
+    stack.hf_leading = 1;
+    stack.hf_start = 2;
+    parts.stack[0] = &stack;
+    parts.stack_count = 1;
   } else if (which == "neg_dim") {
     hf.dims = kNegative;
   } else if (which == "axis_meaning") {
