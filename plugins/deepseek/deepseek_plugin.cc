@@ -55,11 +55,19 @@
 // is read with its scale and dequantized in the conversion by a custom
 // transform, exactly as DeepSeek's weight_dequant defines it:
 //   W[i][j] = f32(W_fp8[i][j]) * S[i / block_rows][j / block_cols]
-// (partial blocks at the edges; IEEE f32 arithmetic, so NaN codes and
-// infinite or NaN scales propagate). The host rounds once to --save-dtype.
+// (partial blocks at the edges; IEEE f32 arithmetic, so the e4m3 NaN codes
+// propagate). The host rounds once to --save-dtype. A NaN or infinite scale
+// is refused, naming its block: no quantizer writes one (DeepSeek's and
+// transformers' write amax / 448 per block, finite and >= 0), and multiplied
+// in it would turn the whole block into NaNs and infinities without a word.
+// Finite scales are applied as the definition says, whatever their sign:
+// zero is what a quantizer writes for an all-zero block, and a negative one,
+// which none writes, is multiplied in as DeepSeek's weight_dequant and
+// transformers' dequantization do.
 // Export always writes unquantized weights and a config without
 // quantization_config.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -718,16 +726,42 @@ class DeepSeekAdapter final : public sdk::Adapter {
     }
   }
 
+  static std::string Hex(uint32_t bits, int digits) {
+    static constexpr char kDigits[] = "0123456789abcdef";
+    std::string s = "0x";
+    for (int d = digits - 1; d >= 0; --d) s += kDigits[(bits >> (4 * d)) & 0xfu];
+    return s;
+  }
+
+  // Refuses scale `i` of `s` (row-major over the block grid) when it is NaN
+  // or infinite, quoting it as stored: `dtype` and its `digits` hex digits.
+  static void CheckScale(const sdk::TensorView& s, size_t i, float value, const char* dtype,
+                         uint32_t bits, int digits) {
+    if (std::isfinite(value)) return;
+    const std::string what = std::isnan(value) ? "NaN" : value > 0 ? "+inf" : "-inf";
+    const std::string stored = std::string(dtype) + " " + Hex(bits, digits);
+    const auto cols = static_cast<size_t>(s.dims[1]);
+    sdk::Fail(CKB_INVALID_ARGUMENT,
+              "fp8 dequantization: weight_scale_inv block [" + Num(static_cast<int64_t>(i / cols)) +
+                  ", " + Num(static_cast<int64_t>(i % cols)) + "] is " + what + " (" + stored +
+                  "); a block scale must be finite, or the whole block dequantizes to NaN or "
+                  "infinity");
+  }
+
   static std::vector<float> WidenScales(const sdk::TensorView& s) {
     const auto n = static_cast<size_t>(s.num_elements());
     std::vector<float> out(n);
     switch (s.dtype) {
       case CKB_DTYPE_F32:
         std::memcpy(out.data(), s.data, n * sizeof(float));
+        for (size_t i = 0; i < n; ++i) CheckScale(s, i, out[i], "float32", Bits(out[i]), 8);
         return out;
       case CKB_DTYPE_BF16: {
         const auto* p = static_cast<const uint16_t*>(s.data);
-        for (size_t i = 0; i < n; ++i) out[i] = FromBits(static_cast<uint32_t>(p[i]) << 16);
+        for (size_t i = 0; i < n; ++i) {
+          out[i] = FromBits(static_cast<uint32_t>(p[i]) << 16);
+          CheckScale(s, i, out[i], "bfloat16", p[i], 4);
+        }
         return out;
       }
       case CKB_DTYPE_F8_E8M0: {
@@ -737,6 +771,7 @@ class DeepSeekAdapter final : public sdk::Adapter {
           out[i] = p[i] == 0xffu ? FromBits(0x7fc00000u)
                    : p[i] == 0   ? FromBits(0x00400000u)
                                  : FromBits(static_cast<uint32_t>(p[i]) << 23);
+          CheckScale(s, i, out[i], "float8_e8m0fnu", p[i], 2);
         }
         return out;
       }

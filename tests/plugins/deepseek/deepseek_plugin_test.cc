@@ -1060,8 +1060,9 @@ TEST(DeepSeekFp8VectorTest, KnownE4m3Codes) {
 }
 
 // Small blocks make many blocks, partial ones at both edges, from small
-// tensors; scales take every extreme: huge (overflow to inf), tiny
-// (subnormal results), negative, zero (0 * NaN code = NaN), inf, NaN.
+// tensors; scales take every finite extreme: huge (overflow to inf), tiny
+// (subnormal results), negative, zero (0 * NaN code = NaN). Non-finite
+// scales are refused (below).
 TEST(DeepSeekFp8VectorTest, BlockEdgesAndScaleExtremes) {
   for (const auto& [block_rows, block_cols, rows, cols] :
        {std::tuple<int64_t, int64_t, int64_t, int64_t>{8, 4, 21, 13},
@@ -1076,15 +1077,8 @@ TEST(DeepSeekFp8VectorTest, BlockEdgesAndScaleExtremes) {
     const int64_t scols = (cols + block_cols - 1) / block_cols;
     std::vector<uint8_t> w(static_cast<size_t>(rows * cols));
     for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<uint8_t>((i * 37 + 11) % 256);
-    const std::vector<float> specials = {1.0f,
-                                         3.0e38f,
-                                         1.0e-40f,
-                                         -2.5f,
-                                         0.0f,
-                                         std::numeric_limits<float>::infinity(),
-                                         std::numeric_limits<float>::quiet_NaN(),
-                                         std::ldexp(1.0f, -20),
-                                         7.0e-3f};
+    const std::vector<float> specials = {
+        1.0f, 3.0e38f, 1.0e-40f, -2.5f, 0.0f, -0.0f, -3.0e38f, std::ldexp(1.0f, -20), 7.0e-3f};
     std::vector<float> scale(static_cast<size_t>(srows * scols));
     for (size_t i = 0; i < scale.size(); ++i) scale[i] = specials[i % specials.size()];
     std::vector<float> out;
@@ -1136,6 +1130,51 @@ TEST(DeepSeekFp8VectorTest, OtherScaleAndWeightDtypes) {
   ASSERT_TRUE(
       Dequant(*adapter, DType::kBF16, {2, 3}, wb.data(), DType::kF32, {1, 2}, fs, out).ok());
   EXPECT_EQ(out, (std::vector<float>{2.0f, -4.0f, 1.5f, 8.0f, 10.0f, 3.0f}));
+}
+
+// A NaN or infinite scale is refused whatever its dtype, naming the block
+// [row, column] of the scale grid and the value as stored.
+TEST(DeepSeekFp8VectorTest, NonFiniteScalesAreRefusedNamingTheBlock) {
+  auto adapter = MakeAdapter(WithBlocks(2, 2));
+  ASSERT_NE(adapter, nullptr);
+  // A [5, 6] weight in 2x2 blocks: a [3, 3] scale grid.
+  std::vector<uint8_t> w(30, 0x38);
+  std::vector<float> out;
+  const std::string refused = "weight_scale_inv block [2, 1] is ";
+  const std::string why =
+      "; a block scale must be finite, or the whole block dequantizes to "
+      "NaN or infinity";
+  for (const auto& [bits, shown] :
+       std::vector<std::pair<uint32_t, std::string>>{{0x7fc00000u, "NaN (float32 0x7fc00000)"},
+                                                     {0xff800001u, "NaN (float32 0xff800001)"},
+                                                     {0x7f800000u, "+inf (float32 0x7f800000)"},
+                                                     {0xff800000u, "-inf (float32 0xff800000)"}}) {
+    std::vector<float> s(9, 1.0f);
+    std::memcpy(&s[7], &bits, 4);
+    Status status =
+        Dequant(*adapter, DType::kF8E4M3, {5, 6}, w.data(), DType::kF32, {3, 3}, s.data(), out);
+    EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << shown;
+    EXPECT_EQ(status.message(), "plugin 'deepseek': fp8 dequantization: " + refused + shown + why);
+  }
+  std::vector<uint16_t> bf16(9, F32ToBf16(1.0f));
+  bf16[7] = 0xff80;  // -inf
+  Status status =
+      Dequant(*adapter, DType::kF8E4M3, {5, 6}, w.data(), DType::kBF16, {3, 3}, bf16.data(), out);
+  EXPECT_EQ(status.message(),
+            "plugin 'deepseek': fp8 dequantization: " + refused + "-inf (bfloat16 0xff80)" + why);
+  std::vector<uint8_t> e8m0(9, 127);
+  e8m0[7] = 0xff;  // float8_e8m0fnu's only NaN
+  status =
+      Dequant(*adapter, DType::kF8E4M3, {5, 6}, w.data(), DType::kF8E8M0, {3, 3}, e8m0.data(), out);
+  EXPECT_EQ(status.message(), "plugin 'deepseek': fp8 dequantization: " + refused +
+                                  "NaN (float8_e8m0fnu 0xff)" + why);
+  // A bfloat16 weight carrying scales is checked the same way.
+  std::vector<uint16_t> wb(30, F32ToBf16(1.0f));
+  std::vector<float> s(9, 1.0f);
+  s[0] = std::numeric_limits<float>::quiet_NaN();
+  status = Dequant(*adapter, DType::kBF16, {5, 6}, wb.data(), DType::kF32, {3, 3}, s.data(), out);
+  EXPECT_NE(status.message().find("weight_scale_inv block [0, 0] is NaN"), std::string::npos)
+      << status.message();
 }
 
 TEST(DeepSeekFp8VectorTest, WrongScaleShapeIsAnError) {
