@@ -68,15 +68,15 @@ constexpr int64_t kLayerCycle = 2;
 constexpr float kE2m1Values[16] = {+0.0f, +0.5f, +1.0f, +1.5f, +2.0f, +3.0f, +4.0f, +6.0f,
                                    -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
-// 2^(e - 127) in f32, as MaxText's dequantize_mxfp4.py computes it
-// (`2.0 ** (scales - 127)` on a float32 tensor) and transformers' ldexp does:
-// e = 0 is the subnormal 2^-127, e = 255 overflows to +inf (so a block with
-// scale 255 dequantizes to +-inf, and its zeros to NaN, as the reference
-// does; the OCP spec would call the whole block NaN).
-float E8m0Scale(uint8_t e) {
-  if (e == 255) return std::numeric_limits<float>::infinity();
-  return std::ldexp(1.0f, static_cast<int>(e) - 127);
-}
+// The E8M0 code the OCP MX spec (v1.0, §5.4.1) defines as NaN.
+constexpr uint8_t kE8m0Nan = 255;
+
+// 2^(e - 127) in f32 for e < 255, as MaxText's dequantize_mxfp4.py computes
+// it (`2.0 ** (scales - 127)` on a float32 tensor) and transformers' ldexp
+// does: e = 0 is the subnormal 2^-127. e = 255 is NaN by the spec; those
+// scripts compute +inf from it (a block of +-inf with NaN for its zeros),
+// which no quantizer writes, so DequantizeMxfp4 refuses it instead.
+float E8m0Scale(uint8_t e) { return std::ldexp(1.0f, static_cast<int>(e) - 127); }
 
 std::string DimsString(const sdk::Dims& dims) {
   std::string s = "[";
@@ -148,6 +148,18 @@ void DequantizeMxfp4(const std::vector<sdk::TensorView>& inputs,
   auto* o = static_cast<float*>(out.data);
   const int64_t groups = scales.num_elements();
   for (int64_t g = 0; g < groups; ++g) {
+    if (s[g] == kE8m0Nan) {
+      // The block's place in the scales tensor, e.g. [expert, row, block].
+      sdk::Dims at(scales.dims.size());
+      for (size_t d = at.size(), rest = static_cast<size_t>(g); d-- > 0;) {
+        at[d] = static_cast<int64_t>(rest % static_cast<size_t>(scales.dims[d]));
+        rest /= static_cast<size_t>(scales.dims[d]);
+      }
+      sdk::Fail(CKB_INVALID_ARGUMENT,
+                what + ": the scale of block " + DimsString(at) +
+                    " is 255 (0xff), which E8M0 defines as NaN (OCP MX v1.0); none of its " +
+                    std::to_string(kMxfp4BlockValues) + " values can be dequantized");
+    }
     const float scale = E8m0Scale(s[g]);
     const uint8_t* in = b + g * kMxfp4BlockBytes;
     float* dst = o + g * kMxfp4BlockValues;

@@ -3,11 +3,12 @@
 //
 // What is checked, and against what:
 //  - MXFP4 test vectors: the plugin's dequantization against values written
-//    down by hand (every E2M1 code, low nibble first; scale extremes; Inf and
-//    NaN as MaxText's dequantize_mxfp4.py and transformers'
-//    convert_moe_packed_tensors define them; block edges; rows and experts
-//    that are not multiples of anything) and against a bit-level E2M1/E8M0
-//    decoder written here from the OCP MX definition (not the plugin's table).
+//    down by hand (every E2M1 code, low nibble first; scale extremes and the
+//    overflow to Inf as MaxText's dequantize_mxfp4.py and transformers'
+//    convert_moe_packed_tensors compute them; the E8M0 NaN, scale 255,
+//    refused naming its block; block edges; rows and experts that are not
+//    multiples of anything) and against a bit-level E2M1/E8M0 decoder
+//    written here from the OCP MX definition (not the plugin's table).
 //  - Generated GPT-OSS-shaped checkpoints with unequal dimensions and the
 //    2-layer cycle: every MaxText tensor against values computed here with
 //    index loops from MaxText's mapping (maxtext-mapping.md §6.8,
@@ -86,10 +87,9 @@ json ReadJson(const fs::path& file) {
 // ---------------------------------------------------------------------------
 // An MXFP4 decoder of our own, from the bits (OCP Microscaling Formats v1.0):
 // E2M1 is S EE M; EE = 0 is subnormal (M * 0.5), else (1 + M/2) * 2^(EE-1);
-// the sign applies to zero too. E8M0 is 2^(e-127) as a float32: e = 0 is
-// the subnormal 2^-127 and e = 255 overflows to +inf, as float32
-// `2.0 ** (e - 127)` does in MaxText's dequantize_mxfp4.py (the products
-// are float32, so a zero times that inf is NaN there too).
+// the sign applies to zero too. E8M0 is 2^(e-127) as a float32, as float32
+// `2.0 ** (e - 127)` is in MaxText's dequantize_mxfp4.py: e = 0 is the
+// subnormal 2^-127; e = 255 is NaN (the plugin refuses it).
 
 float DecodeE2m1(uint8_t code) {
   const int exponent = (code >> 1) & 3, mantissa = code & 1;
@@ -100,7 +100,7 @@ float DecodeE2m1(uint8_t code) {
 }
 
 float DecodeE8m0(uint8_t e) {
-  if (e == 255) return kInf;
+  if (e == 255) return std::numeric_limits<float>::quiet_NaN();
   double v = 1.0;
   for (int i = 127; i < e; ++i) v *= 2.0;
   for (int i = e; i < 127; ++i) v /= 2.0;
@@ -175,42 +175,66 @@ TEST(Mxfp4VectorsTest, EveryE2m1CodeLowNibbleFirst) {
   }
 }
 
-TEST(Mxfp4VectorsTest, ScaleExtremesSubnormalsOverflowInfAndNan) {
-  // Six rows of one block, scales 0, 1, 126, 128, 254, 255. Each block starts
+TEST(Mxfp4VectorsTest, ScaleExtremesSubnormalsAndOverflowToInf) {
+  // Five rows of one block, scales 0, 1, 126, 128, 254. Each block starts
   // with 0x71 (0.5, then 6), 0x98 (-0, then -0.5) and zeros.
-  const std::vector<uint8_t> scales = {0, 1, 126, 128, 254, 255};
-  std::vector<uint8_t> blocks(6 * 16, 0);
-  for (int r = 0; r < 6; ++r) {
+  const std::vector<uint8_t> scales = {0, 1, 126, 128, 254};
+  std::vector<uint8_t> blocks(5 * 16, 0);
+  for (int r = 0; r < 5; ++r) {
     blocks[r * 16] = 0x71;
     blocks[r * 16 + 1] = 0x98;
   }
-  Dequantized d = Dequantize(blocks, {6, 1, 16}, scales, {6, 1}, {6, 32});
+  Dequantized d = Dequantize(blocks, {5, 1, 16}, scales, {5, 1}, {5, 32});
   ASSERT_TRUE(d.status.ok()) << d.status.message();
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  const float want[6][5] = {
+  const float want[5][5] = {
       {0x1p-128f, 0x1.8p-125f, -0.0f, -0x1p-128f, 0.0f},  // 2^-127: f32 subnormals, exact
       {0x1p-127f, 0x1.8p-124f, -0.0f, -0x1p-127f, 0.0f},
       {0.25f, 3.0f, -0.0f, -0.25f, 0.0f},
       {1.0f, 12.0f, -0.0f, -1.0f, 0.0f},
       {0x1p126f, kInf, -0.0f, -0x1p126f, 0.0f},  // 6 * 2^127 overflows f32
-      {kInf, kInf, nan, -kInf, nan},             // 2^128 is inf; 0 * inf is NaN
   };
-  for (int r = 0; r < 6; ++r) {
+  for (int r = 0; r < 5; ++r) {
     for (int k = 0; k < 5; ++k) {
       EXPECT_TRUE(SameValue(d.values[r * 32 + k], want[r][k]))
           << "scale " << int{scales[r]} << " element " << k << ": got " << d.values[r * 32 + k]
           << ", want " << want[r][k];
     }
-    // The rest of the block is code 0: +0, or NaN under scale 255.
-    for (int k = 5; k < 32; ++k) {
-      EXPECT_TRUE(SameValue(d.values[r * 32 + k], r == 5 ? nan : 0.0f)) << r << " " << k;
-    }
+    // The rest of the block is code 0: +0.
+    for (int k = 5; k < 32; ++k)
+      EXPECT_TRUE(SameValue(d.values[r * 32 + k], 0.0f)) << r << " " << k;
   }
   // The same through bfloat16 (MaxText's default save dtype): all of these
   // are bfloat16 values, so nothing rounds.
-  for (int r = 0; r < 6; ++r)
+  for (int r = 0; r < 5; ++r)
     for (int k = 0; k < 5; ++k)
       EXPECT_TRUE(SameValue(testing::RoundTo(DType::kBF16, want[r][k]), want[r][k]));
+}
+
+// Scale 255 is E8M0's NaN (OCP MX v1.0): the reference scripts would make
+// the block +-inf and NaN; the plugin refuses it, naming the block by its
+// place in the scales tensor, whatever the scales' dtype label.
+TEST(Mxfp4VectorsTest, ScaleByte255IsRefusedNamingTheBlock) {
+  // Experts 2, rows 3, two blocks a row; the NaN at expert 1, row 2, block 0.
+  std::vector<uint8_t> blocks(2 * 3 * 2 * 16, 0x22), scales(2 * 3 * 2, 127);
+  scales[(1 * 3 + 2) * 2 + 0] = 255;
+  for (const DType dtype : {DType::kU8, DType::kF8E8M0}) {
+    Dequantized d =
+        Dequantize(blocks, {2, 3, 2, 16}, scales, {2, 3, 2}, {2, 3, 64}, DType::kU8, dtype);
+    EXPECT_EQ(d.status.code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(d.status.message(),
+              "plugin 'gptoss': mxfp4 dequantization: the scale of block [1, 2, 0] is 255 "
+              "(0xff), which E8M0 defines as NaN (OCP MX v1.0); none of its 32 values can be "
+              "dequantized");
+  }
+  // A one-dimensional grid, last block.
+  std::vector<uint8_t> flat(3, 120);
+  flat[2] = 255;
+  Dequantized d = Dequantize(std::vector<uint8_t>(3 * 16, 0), {3, 16}, flat, {3}, {96});
+  EXPECT_NE(d.status.message().find("the scale of block [2] is 255"), std::string::npos)
+      << d.status.message();
+  // 254, the largest finite scale, is not refused.
+  flat[2] = 254;
+  EXPECT_TRUE(Dequantize(std::vector<uint8_t>(3 * 16, 0), {3, 16}, flat, {3}, {96}).status.ok());
 }
 
 TEST(Mxfp4VectorsTest, BlockEdgesAndUnevenShapesMatchTheBitLevelDecoder) {
@@ -673,7 +697,8 @@ std::string Bf16Bytes(const std::vector<float>& values) {
 // An MXFP4 checkpoint as openai/gpt-oss-* lays it out: bfloat16 everywhere
 // but the expert kernels, which are U8 blocks [X, out, in/32, 16] and U8
 // scales [X, out, in/32]. Scales are mostly near 127; layer 1's gate_up and
-// layer 2's down_proj also carry the extremes (0, 1, 254, 255).
+// layer 2's down_proj also carry the extremes (0, 1 and 254, whose products
+// overflow to inf; 255, E8M0's NaN, is refused: see Mxfp4VectorsTest).
 Mxfp4Source WriteMxfp4Checkpoint(const fs::path& dir, uint32_t seed) {
   Mxfp4Source src;
   src.config = Mxfp4Config();
@@ -707,7 +732,7 @@ Mxfp4Source WriteMxfp4Checkpoint(const fs::path& dir, uint32_t seed) {
       scales[0] = 0;
       scales[groups + 1] = 1;
       scales[scales.size() / 2] = static_cast<char>(254);
-      scales[scales.size() - 1] = static_cast<char>(255);
+      scales[scales.size() - 1] = static_cast<char>(254);
     }
     const std::vector<float> deq = DequantizeReference(blocks, scales, m.x * rows, groups);
     std::vector<float> logical(deq.size());
@@ -732,10 +757,12 @@ TEST(Mxfp4ConversionTest, ExpertsAreDequantizedInTheStreamAndExportedAsBf16) {
   TempDir tmp;
   const Mxfp4Source src = WriteMxfp4Checkpoint(tmp / "src", /*seed=*/17);
   ASSERT_TRUE(fs::exists(tmp / "src" / "model.safetensors.index.json"));
-  // The extremes really are in there: inf and NaN among the dequantized values.
+  // The extremes really are in there: inf (6 * 2^127) and subnormals among
+  // the dequantized values.
   const std::vector<float>& extreme = src.logical.at("model.layers.1.mlp.experts.gate_up_proj");
   EXPECT_TRUE(std::any_of(extreme.begin(), extreme.end(), [](float v) { return std::isinf(v); }));
-  EXPECT_TRUE(std::any_of(extreme.begin(), extreme.end(), [](float v) { return std::isnan(v); }));
+  EXPECT_TRUE(std::any_of(extreme.begin(), extreme.end(),
+                          [](float v) { return std::fpclassify(v) == FP_SUBNORMAL; }));
 
   for (const auto& [scan, dtype] : {std::pair<bool, std::string>{true, ""},
                                     {false, "float32"},
