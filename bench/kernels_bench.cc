@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "host/base/numeric.h"
+#include "host/engine/cast_audit.h"
 #include "host/engine/ops.h"
 
 namespace {
@@ -78,6 +79,72 @@ void BM_F32ToBf16(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * n * 4);
 }
 BENCHMARK(BM_F32ToBf16);
+
+// Values of a real weight's spread: normal, with a few outliers, so the
+// audit's error maxima keep changing.
+std::vector<float> Weights(size_t n) {
+  std::vector<float> v(n);
+  uint32_t x = 12345;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    v[i] = (static_cast<float>(x >> 8) / 16777216.0f - 0.5f) * (i % 4099 == 0 ? 300.0f : 0.1f);
+  }
+  return v;
+}
+
+// The cast Narrow() runs: rounding plus the cast audit in the same pass.
+// Compare with BM_F32ToBf16Plain (FromF32 over the same values).
+void BM_F32ToBf16Plain(benchmark::State& state) {
+  const size_t n = 1 << 24;
+  const std::vector<float> src = Weights(n);
+  std::vector<uint16_t> dst(n);
+  for (auto _ : state) {
+    (void)FromF32(DType::kBF16, src.data(), dst.data(), n);
+    benchmark::DoNotOptimize(dst.data());
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+BENCHMARK(BM_F32ToBf16Plain);
+
+void BM_F32ToBf16Audited(benchmark::State& state) {
+  const size_t n = 1 << 24;
+  const std::vector<float> src = Weights(n);
+  std::vector<uint16_t> dst(n);
+  for (auto _ : state) {
+    engine::CastStats stats;
+    (void)engine::CastFromF32(DType::kBF16, src.data(), dst.data(), n, stats);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::DoNotOptimize(stats);
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+BENCHMARK(BM_F32ToBf16Audited);
+
+void BM_F32ToF16Plain(benchmark::State& state) {
+  const size_t n = 1 << 24;
+  const std::vector<float> src = Weights(n);
+  std::vector<uint16_t> dst(n);
+  for (auto _ : state) {
+    (void)FromF32(DType::kF16, src.data(), dst.data(), n);
+    benchmark::DoNotOptimize(dst.data());
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+BENCHMARK(BM_F32ToF16Plain);
+
+void BM_F32ToF16Audited(benchmark::State& state) {
+  const size_t n = 1 << 24;
+  const std::vector<float> src = Weights(n);
+  std::vector<uint16_t> dst(n);
+  for (auto _ : state) {
+    engine::CastStats stats;
+    (void)engine::CastFromF32(DType::kF16, src.data(), dst.data(), n, stats);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::DoNotOptimize(stats);
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+BENCHMARK(BM_F32ToF16Audited);
 
 }  // namespace
 

@@ -1,8 +1,10 @@
 // `ckptbridge convert`: HF <-> MaxText.
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <string>
 
+#include "host/base/file.h"
 #include "host/cli/commands.h"
 #include "host/cli/format.h"
 #include "host/cli/progress.h"
@@ -34,6 +36,15 @@ that serves the model's model_type. Nothing appears at DESTINATION unless the
 whole conversion succeeded; an existing DESTINATION is replaced only with
 --overwrite, and only at the end.
 
+Precision: tensors are computed in float32 and rounded once to the output
+dtype. Rules may keep named tensors in float32 whatever --save-dtype says
+(Qwen3-Next's A_log and dt_bias); `ckptbridge plan` shows every dtype. Every
+rounding to a narrower dtype is audited per tensor (max abs/rel error,
+overflows to Inf, NaN, flushes to zero): convert prints a one-line summary and
+--cast-audit FILE writes the whole table as JSON. A finite value that becomes
+Inf is an error unless --allow-lossy; NaN in the source is kept and reported,
+never an error.
+
 Examples:
   ckptbridge convert --to maxtext path/to/Llama-3.1-8B out/llama-mt
   ckptbridge convert --to maxtext --no-scan-layers --save-dtype float32 path/to/hf out/mt-unscanned
@@ -60,6 +71,12 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
        "bfloat16 | float32 | float16 | source. To MaxText: default bfloat16 (as MaxText). "
        "To HF: default the config's torch_dtype, else bfloat16. source keeps each tensor's dtype "
        "(dequantized FP8/MXFP4 tensors: bfloat16)")
+      ("allow-lossy", po::bool_switch(),
+       "Write +-Inf where a finite value exceeds the output dtype (bfloat16 above ~3.39e38, "
+       "float16 above 65504) instead of failing (exit 2, nothing written); the audit counts them")
+      ("cast-audit", po::value<std::string>()->value_name("FILE"),
+       "Write the cast audit as JSON: per tensor rounded to a narrower dtype, its elements, "
+       "max_abs_error, max_rel_error, overflows (+ largest magnitude), nans, underflows")
       ("ocdbt", po::bool_switch(),
        "To MaxText: store the arrays in one OCDBT database per item (the default, as MaxText)")
       ("no-ocdbt", po::bool_switch(),
@@ -148,6 +165,17 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
   if (vars["zarr3"].as<bool>()) convert.zarr3 = true;
   if (vars["no-zarr3"].as<bool>()) convert.zarr3 = false;
   if (vars.count("save-dtype")) convert.save_dtype = vars["save-dtype"].as<std::string>();
+  convert.allow_lossy = vars["allow-lossy"].as<bool>();
+  std::filesystem::path audit_file;
+  if (vars.count("cast-audit")) {
+    audit_file = vars["cast-audit"].as<std::string>();
+    std::error_code ec;
+    const std::filesystem::path dir =
+        audit_file.has_parent_path() ? audit_file.parent_path() : std::filesystem::path(".");
+    if (audit_file.filename().empty() || !std::filesystem::is_directory(dir, ec)) {
+      return usage("--cast-audit " + audit_file.string() + ": no such directory " + dir.string());
+    }
+  }
   Result<uint64_t> shard = ParseSize(vars["max-shard-size"].as<std::string>(), "--max-shard-size");
   if (!shard.ok()) return ReportError(err, "convert", shard.status());
   convert.max_shard_bytes = *shard;
@@ -212,6 +240,21 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
         << ", scan_layers=" << (s.scan_layers ? "true" : "false") << ")\n";
   } else {
     out << "wrote " << s.destination.string() << '\n';
+  }
+  out << engine::SummaryLine(engine::Summarize(s.casts)) << '\n';
+  if (!audit_file.empty()) {
+    // Written beside and renamed, so that FILE is either complete or absent.
+    const std::string json = engine::CastAuditJson(s.casts, convert.allow_lossy).dump(2) + "\n";
+    std::filesystem::path partial = audit_file;
+    partial += ".partial";
+    Status written = WriteFile(partial, json);
+    std::error_code ec;
+    if (written.ok()) std::filesystem::rename(partial, audit_file, ec);
+    if (written.ok() && ec) written = ErrnoError(audit_file.string(), ec.value());
+    if (!written.ok()) {
+      std::filesystem::remove(partial, ec);
+      return ReportError(err, "convert", written.WithContext("--cast-audit"));
+    }
   }
   if (vars["verify"].as<bool>()) {
     check::VerifyOptions verify;

@@ -134,6 +134,8 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   exec.progress = observer.progress;
   exec.cancel = observer.cancel;
   exec.adapter = adapter.get();
+  CastAudit audit(options.allow_lossy);
+  exec.cast_audit = &audit;
   CKB_RETURN_IF_ERROR(WriteMaxText(plan, *source, *writer, exec));
   CKB_RETURN_IF_ERROR(writer->AddScalar({"step"}, 0));
   CKB_RETURN_IF_ERROR(writer->AddEmptyDict({"opt_state"}));
@@ -159,7 +161,9 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   writer.reset();
   CKB_RETURN_IF_ERROR(staged.Commit());
 
-  return Summarize(*plugin, model_type, scan, plan, staged.destination());
+  ConvertSummary summary = Summarize(*plugin, model_type, scan, plan, staged.destination());
+  summary.casts = audit.Tensors();
+  return summary;
 }
 
 Status CopyTokenizerFiles(const fs::path& from, const fs::path& to,
@@ -227,10 +231,18 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   ReportIgnored(observer, plan);
   if (observer.planned) observer.planned(plan);
 
-  std::set<DType> written;
-  for (const HfTensor& t : plan.hf_tensors) written.insert(t.dtype);
-  if (written.size() == 1) {
-    const std::string name(ZarrName(*written.begin()));
+  // torch_dtype names the dtype of most of the weights: tensors a rule
+  // keeps in float32 (A_log) do not make a bfloat16 model a float32 one.
+  std::map<DType, uint64_t> written;
+  for (const HfTensor& t : plan.hf_tensors) {
+    written[t.dtype] += static_cast<uint64_t>(NumElementsUnchecked(t.shape)) * DTypeSize(t.dtype);
+  }
+  if (!written.empty()) {
+    auto most = written.begin();
+    for (auto it = written.begin(); it != written.end(); ++it) {
+      if (it->second > most->second) most = it;
+    }
+    const std::string name(ZarrName(most->first));
     out_config["torch_dtype"] = name;
     if (out_config.contains("dtype")) out_config["dtype"] = name;
   }
@@ -245,6 +257,8 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   exec.progress = observer.progress;
   exec.cancel = observer.cancel;
   exec.adapter = adapter.get();
+  CastAudit audit(options.allow_lossy);
+  exec.cast_audit = &audit;
   CKB_RETURN_IF_ERROR(WriteHf(plan, *item, staged.staging(), options.max_shard_bytes, exec));
   CKB_RETURN_IF_ERROR(WriteFile(staged.staging() / "config.json", out_config.dump(2) + "\n"));
 
@@ -269,7 +283,9 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   }
   CKB_RETURN_IF_ERROR(staged.Commit());
 
-  return Summarize(*plugin, model_type, scan, plan, staged.destination());
+  ConvertSummary summary = Summarize(*plugin, model_type, scan, plan, staged.destination());
+  summary.casts = audit.Tensors();
+  return summary;
 }
 
 }  // namespace

@@ -44,6 +44,9 @@ struct ConvertOptions {
   // "bfloat16", "float32", "source", or empty for the default (to MaxText:
   // bfloat16, like MaxText; to HF: the HF config's torch_dtype, else bfloat16).
   std::string save_dtype;
+  // A finite value that becomes +-Inf when rounded to the output dtype is an
+  // error unless this is set; then Inf is written and reported (cast_audit.h).
+  bool allow_lossy = false;
   // To MaxText: the Orbax storage variant. Unset means MaxText's defaults:
   // one OCDBT database per item, zarr v3 arrays. To HF: must stay unset (an
   // Orbax source says itself how it is stored).
@@ -82,6 +85,9 @@ struct ConvertSummary {
   uint64_t bytes_written = 0;  // tensor bytes, uncompressed
   uint64_t bytes_on_disk = 0;  // size of the output directory
   std::filesystem::path destination;
+  // Every output tensor rounded to a narrower dtype, with what the rounding
+  // did (max abs/rel error, overflows, NaN, flushes to zero).
+  std::vector<TensorCast> casts;
 };
 
 Result<ConvertSummary> Convert(const ConvertOptions& options, const PluginRegistry& plugins,

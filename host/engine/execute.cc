@@ -67,9 +67,19 @@ Result<Tensor> Widen(DType dtype, const void* data, const Shape& shape) {
   return t;
 }
 
-Result<std::string> Narrow(DType dtype, const Tensor& t) {
+// Rounds output tensor `name` (or one slice of it) to `dtype`, measuring
+// the rounding in the same pass (cast_audit.h).
+Result<std::string> Narrow(DType dtype, const Tensor& t, const std::string& name,
+                           const ExecuteOptions& options) {
   std::string bytes(t.data.size() * DTypeSize(dtype), '\0');
-  CKB_RETURN_IF_ERROR(FromF32(dtype, t.data.data(), bytes.data(), t.data.size()));
+  CastStats stats;
+  CKB_RETURN_IF_ERROR(CastFromF32(dtype, t.data.data(), bytes.data(), t.data.size(), stats));
+  if (stats.elements == 0) return bytes;  // not a narrowing cast
+  if (options.cast_audit) {
+    CKB_RETURN_IF_ERROR(options.cast_audit->Record(name, dtype, stats));
+  } else {
+    CKB_RETURN_IF_ERROR(CastAudit().Record(name, dtype, stats));
+  }
   return bytes;
 }
 
@@ -297,7 +307,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       std::vector<int64_t> origin;
       Shape extent;
       SliceRegion(rule, unit, mt, origin, extent);
-      CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(mt.dtype, outputs[i]));
+      CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(mt.dtype, outputs[i], mt.name, options));
       outputs[i] = Tensor();  // release the f32 copy before writing
       CKB_RETURN_IF_ERROR(WriteRegionChunks(writer, mt, origin, extent, bytes));
     }
@@ -344,7 +354,7 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
     CKB_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, RunChain(rule.backward, std::move(tensors)));
     for (size_t j = 0; j < outputs.size(); ++j) {
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[j]];
-      CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(hf.dtype, outputs[j]));
+      CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(hf.dtype, outputs[j], hf.name, options));
       const auto [shard, index] = shards.location.at(hf.name);
       CKB_RETURN_IF_ERROR(writers[shard]->WriteTensor(index, bytes.data(), bytes.size()));
     }

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "host/base/status.h"
+#include "host/engine/cast_audit.h"
 #include "host/engine/plan.h"
 #include "host/formats/orbax/checkpoint.h"
 #include "host/formats/safetensors/reader.h"
@@ -80,6 +81,10 @@ struct ExecuteOptions {
   Progress* progress = nullptr;               // optional
   const std::atomic<bool>* cancel = nullptr;  // optional
   const Adapter* adapter = nullptr;           // needed for rules with custom ops
+  // Every rounding to a narrower dtype is measured into this audit, whose
+  // policy decides whether an overflow to Inf is an error (cast_audit.h).
+  // Null: not kept, and an overflow is an error.
+  CastAudit* cast_audit = nullptr;
 };
 
 // Runs body(i) for i in [0, count) on `options.threads` threads (TBB),

@@ -224,6 +224,26 @@ Shape ChooseChunkShape(const Shape& shape, const std::vector<int32_t>& stack_axe
   return chunk;
 }
 
+DType KeepF32ExportDType(DType stored, std::optional<DType> save_dtype) {
+  // Which parameters stay float32, and why (checked 2026-11 against
+  // AI-Hypercomputer/maxtext e591f30): MaxText itself declares Qwen3-Next's
+  // A_log and dt_bias with weight_dtype (float32 by default) like every other
+  // parameter and computes the gated-delta-net gates
+  // g = -exp(A_log) * softplus(a + dt_bias) in float32 (models/qwen3.py),
+  // while its converters round them to --save_dtype like everything else
+  // (checkpoint_conversion/to_maxtext.py; standalone_scripts/
+  // convert_qwen3_next_scanned.py even casts them to bfloat16 explicitly).
+  // The serving engines keep A_log in float32 (vLLM PR #37810, SGLang's
+  // qwen3_next.py), and the HF releases differ: Qwen3.5 stores A_log as F32,
+  // Qwen3.6 as BF16 (vLLM PR #51836). So: float32 into MaxText always; on
+  // export float32 unless the MaxText array is stored narrower, where
+  // widening would add nothing but bytes (a checkpoint written by MaxText's
+  // own converter holds them as bfloat16) - unless float32 was asked for.
+  if (DTypeSize(stored) >= 4) return DType::kF32;
+  if (save_dtype == DType::kF32) return DType::kF32;
+  return stored;
+}
+
 Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& source,
                            const ToMaxTextOptions& options, std::string_view plugin_label) {
   Plan plan;
@@ -318,6 +338,9 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
       // real values; "keep the source dtype" then means the model's working
       // precision, bfloat16.
       if (custom && !options.save_dtype && !WritableFromF32(mt.dtype)) mt.dtype = DType::kBF16;
+      // The precision policy: a keep_f32 rule's tensors (Qwen3-Next's A_log)
+      // are float32 whatever --save-dtype says (see KeepF32ExportDType).
+      if (rule.keep_f32()) mt.dtype = DType::kF32;
       if (!WritableFromF32(mt.dtype)) {
         return InvalidArgument("--save-dtype source: '" + out.name + "' would be " +
                                std::string(ZarrName(mt.dtype)) +
@@ -441,7 +464,8 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
     }
 
     const DType stored = plan.mt_tensors[planned.mt_tensors[0]].dtype;
-    const DType out_dtype = options.save_dtype.value_or(stored);
+    const DType out_dtype = rule.keep_f32() ? KeepF32ExportDType(stored, options.save_dtype)
+                                            : options.save_dtype.value_or(stored);
     if (!WritableFromF32(out_dtype)) {
       return InvalidArgument("--save-dtype source: " + label + " would write " +
                              std::string(ZarrName(out_dtype)) +

@@ -92,14 +92,16 @@ struct Plan {
 };
 
 struct ToMaxTextOptions {
-  // Output dtype of every MaxText tensor; nullopt keeps each source dtype.
+  // Output dtype of every MaxText tensor but those of keep_f32 rules (always
+  // float32); nullopt keeps each source dtype.
   std::optional<DType> save_dtype = DType::kBF16;
   // Largest zarr chunk; larger slices are cut along their unstacked axes.
   uint64_t max_chunk_bytes = uint64_t{2} << 30;
 };
 
 struct ToHfOptions {
-  // Output dtype of every HF tensor; nullopt keeps each stored dtype.
+  // Output dtype of every HF tensor but those of keep_f32 rules
+  // (KeepF32ExportDType); nullopt keeps each stored dtype.
   std::optional<DType> save_dtype = DType::kBF16;
 };
 
@@ -111,6 +113,12 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
 // The rules that turn the arrays of `source` into HF tensors.
 Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
                       const ToHfOptions& options, std::string_view plugin_label);
+
+// The HF dtype of a keep_f32 rule's tensors on export (CKB_RULE_KEEP_F32):
+// float32, except that a MaxText array stored narrower than float32 keeps
+// its dtype unless `save_dtype` is float32. Into MaxText such tensors are
+// always float32.
+DType KeepF32ExportDType(DType stored, std::optional<DType> save_dtype);
 
 // Substitutes `{layer}` / `{expert}` in an HF key template for one slice.
 std::string ResolveTemplate(const std::string& name_template, const Rule& rule,

@@ -38,7 +38,7 @@
 //   linear: linear_attn.in_proj_qkvz [2Kd+2Vd, E]   attention.in_proj_qkvz.kernel [E, 2Kd+2Vd]
 //           linear_attn.in_proj_ba [2Hv, E]         attention.in_proj_ba.kernel [E, 2Hv]
 //           linear_attn.conv1d [Kd*2+Vd, 1, K]      attention.conv1d.kernel [K, 1, Kd*2+Vd]
-//           linear_attn.A_log / dt_bias [Hv]        attention.A_log / dt_bias [Hv]
+//           linear_attn.A_log / dt_bias [Hv]        attention.A_log / dt_bias [Hv] (float32)
 //           linear_attn.norm [Dv]                   attention.norm.rms_norm.scale [Dv]
 //           linear_attn.out_proj [E, Vd]            attention.out_proj.kernel [Vd, E]
 //   every:  mlp.gate [X, E]                mlp.routed_experts.gate.kernel [E, X]
@@ -355,6 +355,7 @@ struct LayerTensor {
   sdk::Axes mt_axes;
   std::vector<sdk::Op> ops;
   bool per_expert = false;  // `{expert}` in hf: stacked on MaxText axis 0
+  bool keep_f32 = false;    // float32 whatever the save dtype (Rule::KeepF32)
 };
 
 // A tensor copied as is (norm scales, A_log, dt_bias).
@@ -555,6 +556,7 @@ class QwenAdapter final : public sdk::Adapter {
       if (t.per_expert) rule.Stack(Axis::kExperts, 0, d_.experts);
       if (scanned) rule.Stack(Axis::kLayers, 1, count, hf_start, stride);
       for (const sdk::Op& op : t.ops) rule.Then(op);
+      if (t.keep_f32) rule.KeepF32();
     }
   }
 
@@ -660,8 +662,16 @@ class QwenAdapter final : public sdk::Adapter {
                    {k, 1, conv},
                    {Axis::kOther, Axis::kOther, Axis::kFused},
                    {sdk::Transpose({2, 1, 0})}});
+      // The gated-delta-net decay parameters stay float32: MaxText computes
+      // g = -exp(A_log) * softplus(a + dt_bias) in float32 from float32
+      // parameters (models/qwen3.py, weight_dtype), serving engines keep
+      // A_log in float32, and bfloat16's 8 bits would shift a decay applied
+      // across thousands of tokens (host/engine/plan.cc, KeepF32ExportDType,
+      // has the sources). 2 x Hv values per layer: the cost is nothing.
       t.push_back(Same("linear_attn.A_log", "attention.A_log", hv, Axis::kOther));
+      t.back().keep_f32 = true;
       t.push_back(Same("linear_attn.dt_bias", "attention.dt_bias", hv, Axis::kOther));
+      t.back().keep_f32 = true;
       t.push_back(Same("linear_attn.norm.weight", "attention.norm.rms_norm.scale",
                        d_.linear_value_dim, Axis::kHeadDim));
       t.push_back(Linear("linear_attn.out_proj.weight", "attention.out_proj.kernel", e,
@@ -953,6 +963,7 @@ sdk::PluginDefinition Describe() {
   }
   for (const auto& [name, config] : Presets()) d.model_presets.push_back(name);
   d.flags = CKB_PLUGIN_THREAD_SAFE_ADAPTERS;
+  d.abi_minor = 2;  // Rule::KeepF32 (CKB_RULE_KEEP_F32)
   d.create = [](std::string_view model_type, const sdk::Config& config) {
     return std::make_unique<QwenAdapter>(model_type, config);
   };

@@ -8,7 +8,8 @@
 // converter's ops. The generated checkpoints use deliberately unequal
 // dimensions, so a swapped axis or a transposed-when-it-should-not-be tensor
 // cannot pass. The way back must give every HF byte again: the mapping is pure
-// layout, so this holds through bf16 as well as f32.
+// layout, so this holds through bf16 as well as f32 (Qwen3-Next's A_log and
+// dt_bias, kept in float32, come back as float32 with the same values).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -162,6 +164,19 @@ std::vector<HfTensorSpec> QwenTensors(const json& c, bool with_mtp = false) {
 
 // ---------------------------------------------------------------------------
 // The MaxText tensors MaxText's converter would produce, computed directly.
+// Qwen3-Next's gated-delta-net A_log and dt_bias are kept in float32 by
+// their rules (Rule::KeepF32), whatever --save-dtype says; `name` is HF's
+// or MaxText's.
+bool KeptF32(const std::string& name) {
+  for (const char* suffix : {".A_log", ".dt_bias"}) {
+    const std::string_view s(suffix);
+    if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
 class Expected {
  public:
   Expected(const std::map<std::string, Values>& hf, const json& config, bool scan, DType dtype)
@@ -202,15 +217,16 @@ class Expected {
   void Set(const std::string& name, const Shape& shape, const std::vector<int64_t>& index,
            float value) {
     Values& t = out_["params.params." + name];
+    const DType dtype = KeptF32(name) ? DType::kF32 : dtype_;
     if (t.shape.empty()) {
-      t.dtype = dtype_;
+      t.dtype = dtype;
       t.shape = shape;
       t.data.assign(static_cast<size_t>(NumElementsUnchecked(shape)), 0.0f);
     }
     ASSERT_EQ(t.shape, shape) << name;
     int64_t offset = 0;
     for (size_t i = 0; i < index.size(); ++i) offset = offset * shape[i] + index[i];
-    t.data[static_cast<size_t>(offset)] = testing::RoundTo(dtype_, value);
+    t.data[static_cast<size_t>(offset)] = testing::RoundTo(dtype, value);
   }
   // A value of one layer's tensor; the layer axis goes in at 1 when scanned.
   void SetLayer(const Slot& s, const std::string& sub, Shape shape, std::vector<int64_t> index,
@@ -390,6 +406,28 @@ void ExpectSameTensors(const std::map<std::string, Values>& expected,
     }
     EXPECT_EQ(mismatches, 0u) << name;
   }
+}
+
+// An export of a bfloat16 source, tensor by tensor: byte for byte, but for
+// the tensors kept in float32, which come back as float32 holding the
+// source's values exactly.
+void ExpectRoundTrip(const fs::path& exported, std::map<std::string, std::string> want,
+                     const fs::path& source) {
+  std::map<std::string, std::string> got = testing::ReadHfBytes(exported);
+  const auto got_values = testing::ReadHf(exported);
+  const auto source_values = testing::ReadHf(source);
+  for (auto it = want.begin(); it != want.end();) {
+    if (!KeptF32(it->first)) {
+      ++it;
+      continue;
+    }
+    ASSERT_TRUE(got_values.count(it->first)) << it->first;
+    EXPECT_EQ(got_values.at(it->first).dtype, DType::kF32) << it->first;
+    EXPECT_EQ(got_values.at(it->first).data, source_values.at(it->first).data) << it->first;
+    got.erase(it->first);
+    it = want.erase(it);
+  }
+  EXPECT_EQ(got, want);
 }
 
 // Every HF tensor but the ones MaxText cannot hold (Qwen3-Next's mtp.*).
@@ -620,7 +658,7 @@ TEST_P(GeneratedQwenTest, MapsAsMaxTextAndComesBackByteForByte) {
   CliRun to_hf = RunCli({"convert", "--to", "hf", "--max-shard-size", "20KiB",
                          (tmp / "mt").string(), (tmp / "hf").string()});
   ASSERT_EQ(to_hf.exit_code, 0) << to_hf.err;
-  EXPECT_EQ(testing::ReadHfBytes(tmp / "hf"), ConvertibleBytes(tmp / "src"));
+  ExpectRoundTrip(tmp / "hf", ConvertibleBytes(tmp / "src"), tmp / "src");
   json config = ReadConfig(tmp / "hf");
   EXPECT_FALSE(config.contains("maxtext_vocab_size")) << "ckptbridge's own key leaks into HF";
   EXPECT_EQ(config["vocab_size"], variant.config["vocab_size"]);
@@ -673,6 +711,34 @@ TEST(QwenLayoutTest, Qwen3NextScannedBlocksAreLayerUnderscoreB) {
   EXPECT_EQ(a_log.data[2 * 2 + 1], hf.at("model.layers.5.linear_attn.A_log").data[2]);
 }
 
+// A_log and dt_bias stay float32 under --save-dtype bfloat16, and `plan`
+// says so before anything is written.
+TEST(QwenNextTest, GatedDeltaNetDecayStaysFloat32) {
+  TempDir tmp;
+  const json config = Qwen3Next();
+  testing::WriteHfCheckpoint(tmp / "src", config, QwenTensors(config), DType::kBF16, 19);
+  CliRun plan =
+      RunCli({"plan", "--to", "maxtext", "--save-dtype", "bfloat16", (tmp / "src").string()});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  size_t kept = 0;
+  std::istringstream lines(plan.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("attention.A_log") == std::string::npos &&
+        line.find("attention.dt_bias") == std::string::npos) {
+      continue;
+    }
+    EXPECT_NE(line.find("float32"), std::string::npos) << line;
+    ++kept;
+  }
+  EXPECT_EQ(kept, 6u) << plan.out;  // 3 linear-attention blocks x 2 tensors
+  ASSERT_EQ(ToMaxText(tmp / "src", tmp / "mt", true, "bfloat16").exit_code, 0);
+  const auto mt = testing::ReadOrbax(tmp / "mt");
+  const std::string b0 = "params.params.decoder.layers.layer_0.";
+  EXPECT_EQ(mt.at(b0 + "attention.A_log").dtype, DType::kF32);
+  EXPECT_EQ(mt.at(b0 + "attention.dt_bias").dtype, DType::kF32);
+  EXPECT_EQ(mt.at(b0 + "attention.out_proj.kernel").dtype, DType::kBF16);
+}
+
 TEST(QwenLayoutTest, Qwen3MoeExpertsThenLayers) {
   TempDir tmp;
   const json config = Qwen3Moe();
@@ -715,7 +781,7 @@ TEST(QwenNextTest, PartialCycleConvertsUnscannedOnly) {
   CliRun back =
       RunCli({"convert", "--to", "hf", "--quiet", (tmp / "mt").string(), (tmp / "hf").string()});
   ASSERT_EQ(back.exit_code, 0) << back.err;
-  EXPECT_EQ(testing::ReadHfBytes(tmp / "hf"), testing::ReadHfBytes(tmp / "src"));
+  ExpectRoundTrip(tmp / "hf", testing::ReadHfBytes(tmp / "src"), tmp / "src");
 }
 
 // The export MaxText cannot do for Qwen3-Next: from a MaxText checkpoint and
@@ -740,7 +806,7 @@ TEST(QwenNextTest, ExportsTransformersShapesFromAnExplicitConfig) {
   EXPECT_EQ(hf.at("model.layers.3.self_attn.q_proj.weight").shape, (Shape{192, 48}));
   EXPECT_EQ(hf.at("model.layers.7.self_attn.o_proj.weight").shape, (Shape{48, 96}));
   EXPECT_EQ(hf.at("model.layers.7.mlp.shared_expert_gate.weight").shape, (Shape{1, 48}));
-  EXPECT_EQ(testing::ReadHfBytes(tmp / "hf"), testing::ReadHfBytes(tmp / "src"));
+  ExpectRoundTrip(tmp / "hf", testing::ReadHfBytes(tmp / "src"), tmp / "src");
 }
 
 // ---------------------------------------------------------------------------
