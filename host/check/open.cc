@@ -108,6 +108,7 @@ Result<Opened> OpenSource(const OpenOptions& options, engine::Direction directio
     engine::ToMaxTextOptions plan_options;
     CKB_ASSIGN_OR_RETURN(plan_options.save_dtype, ParseSaveDType(options.save_dtype, DType::kBF16));
     plan_options.max_chunk_bytes = options.max_chunk_bytes;
+    plan_options.max_unit_memory = options.max_unit_memory;
     CKB_ASSIGN_OR_RETURN(
         opened.plan, engine::PlanToMaxText(rules, *opened.hf, plan_options, PluginLabelOf(opened)));
     return opened;
@@ -142,6 +143,7 @@ Result<Opened> OpenSource(const OpenOptions& options, engine::Direction directio
   }
   engine::ToHfOptions plan_options;
   CKB_ASSIGN_OR_RETURN(plan_options.save_dtype, ParseSaveDType(options.save_dtype, fallback));
+  plan_options.max_unit_memory = options.max_unit_memory;
   CKB_ASSIGN_OR_RETURN(opened.plan, engine::PlanToHf(rules, *opened.maxtext.item, plan_options,
                                                      PluginLabelOf(opened)));
   return opened;

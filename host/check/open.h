@@ -41,6 +41,8 @@ struct OpenOptions {
   std::optional<bool> scan_layers;
   std::string save_dtype;
   uint64_t max_chunk_bytes = uint64_t{2} << 30;
+  // engine::ToMaxTextOptions / ToHfOptions::max_unit_memory; 0: no cutting.
+  uint64_t max_unit_memory = 0;
 };
 
 // A source (and, for verify, its conversion) with the plan that maps them.

@@ -162,6 +162,8 @@ int RunPlanCommand(const std::vector<std::string>& args, std::ostream& out, std:
 
   Result<PluginRegistry> plugins = DiscoverPlugins(vars);
   if (!plugins.ok()) return ReportError(err, "plan", plugins.status());
+  // Plan as convert does: units too large for the budget cut into blocks.
+  open.max_unit_memory = engine::UnitMemoryLimit(max_memory.value_or(engine::DefaultMaxMemory()));
   Result<check::Opened> opened = check::OpenSource(open, direction, *plugins);
   if (!opened.ok()) return ReportError(err, "plan", opened.status());
   const engine::Plan& plan = opened->plan;

@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -47,18 +49,6 @@ Status RunUnits(const Plan& plan, const ExecuteOptions& options,
       [&](size_t i) { return body(plan.units[i]); }, [&](size_t i) { return memory[i]; });
 }
 
-// Where slice `unit` sits in a stacked MaxText tensor: origin and extent.
-void SliceRegion(const PlannedRule& rule, const Unit& unit, const MtTensor& mt,
-                 std::vector<int64_t>& origin, Shape& extent) {
-  origin.assign(mt.shape.size(), 0);
-  extent = mt.shape;
-  for (size_t k = 0; k < rule.rule.stack.size(); ++k) {
-    const int32_t axis = rule.rule.stack[k].mt_axis;
-    origin[axis] = unit.slice[k];
-    extent[axis] = 1;
-  }
-}
-
 Result<Tensor> Widen(DType dtype, const void* data, const Shape& shape) {
   Tensor t;
   t.shape = shape;
@@ -84,6 +74,40 @@ Result<std::string> Narrow(DType dtype, const Tensor& t, const std::string& name
 }
 
 uint64_t Elements(const Shape& shape) { return static_cast<uint64_t>(NumElementsUnchecked(shape)); }
+
+// Where a custom transform's inputs come from, to prefix the plugin's error
+// (the plugin sees buffers, not names): "<file>: tensors 'w' and 'w_scale'",
+// with each tensor's file when they differ, and the slice of a leading-axis
+// unit ("expert 3 (index 3 of their first axis)"), within which the plugin
+// counts its indices.
+std::string CustomInputs(const Plan& plan, const Unit& unit,
+                         const safetensors::Checkpoint& source) {
+  std::vector<std::pair<std::string, std::string>> inputs;  // file, tensor
+  bool one_file = true;
+  for (size_t idx : unit.hf_tensors) {
+    const HfTensor& hf = plan.hf_tensors[idx];
+    const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
+    inputs.emplace_back(t ? t->file->path().string() : source.path().string(), hf.source_name);
+    one_file &= inputs.back().first == inputs.front().first;
+  }
+  std::string text = one_file && !inputs.empty() ? inputs.front().first + ": " : "";
+  text += inputs.size() == 1 ? "tensor " : "tensors ";
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (i > 0) text += i + 1 == inputs.size() ? " and " : ", ";
+    text += "'" + inputs[i].second + "'";
+    if (!one_file) text += " (" + inputs[i].first + ")";
+  }
+  if (unit.hf_leading_index >= 0) {
+    const std::vector<StackAxis>& stack = plan.rules[unit.rule].rule.stack;
+    const bool experts = std::any_of(stack.begin(), stack.end(), [](const StackAxis& s) {
+      return s.hf_leading && s.meaning == CKB_AXIS_EXPERTS;
+    });
+    const std::string index = std::to_string(unit.hf_leading_index);
+    text += std::string(experts ? ", expert " : ", layer ") + index + " (index " + index +
+            " of their first axis)";
+  }
+  return text;
+}
 
 }  // namespace
 
@@ -114,7 +138,8 @@ uint64_t UnitMemory(const Plan& plan, const Unit& unit) {
   uint64_t stored_in = 0, f32_in = 0, f32_out = 0, stored_out = 0, chunks = 0;
   for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
     const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
-    const uint64_t n = i < rule.mt_slice_shapes.size() ? Elements(rule.mt_slice_shapes[i]) : 0;
+    const uint64_t n =
+        i < rule.mt_slice_shapes.size() ? Elements(UnitMtSliceShape(rule, unit, i)) : 0;
     const uint64_t stored = n * DTypeSize(mt.dtype);
     // To MaxText a chunk is copied out of the slice and encoded; to HF one
     // is decoded and cached next to its compressed value.
@@ -129,7 +154,7 @@ uint64_t UnitMemory(const Plan& plan, const Unit& unit) {
   }
   for (size_t idx : unit.hf_tensors) {
     const HfTensor& hf = plan.hf_tensors[idx];
-    const uint64_t n = Elements(hf.shape);
+    const uint64_t n = Elements(UnitHfPart(hf, unit).shape);
     if (plan.direction == Direction::kToMaxText) {
       // Packed inputs (MXFP4) hold fewer elements than their outputs; their
       // stored bytes count as they are.
@@ -154,6 +179,10 @@ uint64_t DefaultMaxMemory() {
   return std::max<uint64_t>(physical / 4, uint64_t{256} << 20);
 }
 
+uint64_t UnitMemoryLimit(uint64_t max_memory) {
+  return std::max<uint64_t>(max_memory / 8, uint64_t{64} << 10);
+}
+
 Status ForEachUnit(size_t count, const ExecuteOptions& options,
                    const std::function<uint64_t(size_t)>& bytes,
                    const std::function<Status(size_t)>& body,
@@ -171,6 +200,25 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
   }
   const int threads =
       options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  auto run = [&](size_t i) {
+    return options.wrap ? options.wrap(i, [&] { return body(i); }) : body(i);
+  };
+  // A unit that throws must still give its share of the budget back, or the
+  // units waiting for it wait forever. std::bad_alloc is how a process under
+  // an address-space limit (ulimit -v) learns that it ran out.
+  auto guarded = [&](size_t i) -> Status {
+    try {
+      return run(i);
+    } catch (const std::bad_alloc&) {
+      return ResourceExhausted(
+          "out of memory: an allocation failed with --max-memory " +
+          std::to_string(options.max_memory >> 20) + " MiB and " + std::to_string(threads) +
+          " thread(s); the process's address-space limit (ulimit -v) must leave room for "
+          "--max-memory plus the fixed overhead README.md states, or lower --max-memory");
+    } catch (const std::exception& e) {
+      return Internal(std::string("a slice failed with an unexpected exception: ") + e.what());
+    }
+  };
   tbb::task_arena arena(std::max(1, threads));
   arena.execute([&] {
     tbb::parallel_for(
@@ -181,12 +229,14 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
             Status status;
             if (options.cancel && options.cancel->load()) {
               status = Cancelled("interrupted");
+            } else if (options.skip && options.skip(i)) {
+              status = Status::Ok();  // done by an interrupted earlier run
             } else if (budget) {
               const uint64_t held = budget->Acquire(memory(i));
-              status = body(i);
+              status = guarded(i);
               budget->Release(held);
             } else {
-              status = body(i);
+              status = guarded(i);
             }
             if (!status.ok()) {
               std::lock_guard<std::mutex> lock(mutex);
@@ -265,6 +315,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
 
   return RunUnits(plan, options, [&](const Unit& unit) -> Status {
     const PlannedRule& rule = plan.rules[unit.rule];
+    CKB_ASSIGN_OR_RETURN(const Chain forward, UnitChain(rule, unit, Direction::kToMaxText));
     std::vector<Tensor> tensors;
     size_t first_step = 0;
     if (!rule.forward.steps.empty() && rule.forward.steps[0].op.kind == OpKind::kCustom) {
@@ -273,21 +324,27 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       // element size (safetensors data need not be), in host-owned memory.
       std::vector<TensorRef> inputs;
       std::vector<std::vector<uint64_t>> aligned;
+      std::vector<Shape> shapes;
       for (size_t idx : unit.hf_tensors) {
         const HfTensor& hf = plan.hf_tensors[idx];
         const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
         if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
-        const size_t bytes = t->info->num_bytes();
-        aligned.emplace_back((bytes + 7) / 8);
-        std::memcpy(aligned.back().data(), t->file->Data(*t->info), bytes);
-        t->file->Release(*t->info);
-        inputs.push_back({hf.dtype, hf.shape, aligned.back().data()});
+        const HfPart part = UnitHfPart(hf, unit);
+        CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes bytes,
+                             t->file->ReadRange(*t->info, part.byte_offset, part.num_bytes));
+        aligned.emplace_back((bytes.size() + 7) / 8);
+        std::memcpy(aligned.back().data(), bytes.data(), bytes.size());
+        shapes.push_back(part.shape);
+      }
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        inputs.push_back({plan.hf_tensors[unit.hf_tensors[i]].dtype, shapes[i], aligned[i].data()});
       }
       Tensor out;
       out.shape = rule.forward.steps[0].out.at(0);
       out.data.resize(static_cast<size_t>(NumElementsUnchecked(out.shape)));
-      CKB_RETURN_IF_ERROR(options.adapter->ApplyCustom(
-          rule.forward.steps[0].op.custom_id, inputs, {{DType::kF32, out.shape, out.data.data()}}));
+      const Status custom = options.adapter->ApplyCustom(
+          rule.forward.steps[0].op.custom_id, inputs, {{DType::kF32, out.shape, out.data.data()}});
+      if (!custom.ok()) return custom.WithContext(CustomInputs(plan, unit, source));
       tensors.push_back(std::move(out));
       first_step = 1;
     } else {
@@ -295,18 +352,20 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
         const HfTensor& hf = plan.hf_tensors[idx];
         const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
         if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
-        CKB_ASSIGN_OR_RETURN(Tensor tensor, Widen(hf.dtype, t->file->Data(*t->info), hf.shape));
-        t->file->Release(*t->info);
+        const HfPart part = UnitHfPart(hf, unit);
+        CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes bytes,
+                             t->file->ReadRange(*t->info, part.byte_offset, part.num_bytes));
+        CKB_ASSIGN_OR_RETURN(Tensor tensor, Widen(hf.dtype, bytes.data(), part.shape));
         tensors.push_back(std::move(tensor));
       }
     }
     CKB_ASSIGN_OR_RETURN(std::vector<Tensor> outputs,
-                         RunChain(rule.forward, std::move(tensors), first_step));
+                         RunChain(forward, std::move(tensors), first_step));
     for (size_t i = 0; i < outputs.size(); ++i) {
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
       std::vector<int64_t> origin;
       Shape extent;
-      SliceRegion(rule, unit, mt, origin, extent);
+      UnitMtRegion(rule, unit, i, mt.shape, origin, extent);
       CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(mt.dtype, outputs[i], mt.name, options));
       outputs[i] = Tensor();  // release the f32 copy before writing
       CKB_RETURN_IF_ERROR(WriteRegionChunks(writer, mt, origin, extent, bytes));
@@ -316,15 +375,18 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
 }
 
 Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::filesystem::path& dir,
-               uint64_t max_shard_bytes, const ExecuteOptions& options) {
+               uint64_t max_shard_bytes, const ExecuteOptions& options,
+               const std::map<std::string, std::string>& shard_metadata) {
   if (plan.direction != Direction::kToHf) return Internal("not a to-HF plan");
   std::vector<safetensors::TensorSpec> specs;
   for (const HfTensor& hf : plan.hf_tensors) specs.push_back({hf.name, hf.dtype, hf.shape});
   CKB_ASSIGN_OR_RETURN(safetensors::ShardPlan shards,
-                       safetensors::PlanShards(std::move(specs), max_shard_bytes));
+                       safetensors::PlanShards(std::move(specs), max_shard_bytes, shard_metadata));
   std::vector<std::unique_ptr<safetensors::ShardWriter>> writers;
   for (const safetensors::PlannedShard& shard : shards.shards) {
-    CKB_ASSIGN_OR_RETURN(auto writer, safetensors::ShardWriter::Create(dir, shard));
+    CKB_ASSIGN_OR_RETURN(auto writer, options.open_shard
+                                          ? options.open_shard(dir, shard)
+                                          : safetensors::ShardWriter::Create(dir, shard));
     writers.push_back(std::move(writer));
   }
   std::vector<const orbax::ItemReader::ArrayEntry*> arrays;
@@ -341,22 +403,30 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
       std::vector<int64_t> origin;
       Shape extent;
-      SliceRegion(rule, unit, mt, origin, extent);
+      UnitMtRegion(rule, unit, i, mt.shape, origin, extent);
       std::string bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype),
                         '\0');
       // A reader per slice: the chunk it caches is freed with it, so memory
       // does not grow with the number of arrays.
       const std::unique_ptr<orbax::ArrayReader> reader = source.Reader(*arrays[rule.mt_tensors[i]]);
       CKB_RETURN_IF_ERROR(reader->ReadRegion(origin, extent, bytes.data()));
-      CKB_ASSIGN_OR_RETURN(Tensor t, Widen(mt.dtype, bytes.data(), rule.mt_slice_shapes[i]));
+      CKB_ASSIGN_OR_RETURN(Tensor t,
+                           Widen(mt.dtype, bytes.data(), UnitMtSliceShape(rule, unit, i)));
       tensors.push_back(std::move(t));
     }
-    CKB_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, RunChain(rule.backward, std::move(tensors)));
+    CKB_ASSIGN_OR_RETURN(const Chain backward, UnitChain(rule, unit, Direction::kToHf));
+    CKB_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, RunChain(backward, std::move(tensors)));
     for (size_t j = 0; j < outputs.size(); ++j) {
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[j]];
       CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(hf.dtype, outputs[j], hf.name, options));
       const auto [shard, index] = shards.location.at(hf.name);
-      CKB_RETURN_IF_ERROR(writers[shard]->WriteTensor(index, bytes.data(), bytes.size()));
+      if (unit.partial()) {
+        const HfPart part = UnitHfPart(hf, unit);
+        CKB_RETURN_IF_ERROR(
+            writers[shard]->WriteTensorPart(index, part.byte_offset, bytes.data(), bytes.size()));
+      } else {
+        CKB_RETURN_IF_ERROR(writers[shard]->WriteTensor(index, bytes.data(), bytes.size()));
+      }
     }
     return Status::Ok();
   }));

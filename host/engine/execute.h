@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -39,6 +41,7 @@
 #include "host/engine/plan.h"
 #include "host/formats/orbax/checkpoint.h"
 #include "host/formats/safetensors/reader.h"
+#include "host/formats/safetensors/writer.h"
 #include "host/plugin/adapter.h"
 
 namespace ckptbridge::engine {
@@ -85,6 +88,17 @@ struct ExecuteOptions {
   // policy decides whether an overflow to Inf is an error (cast_audit.h).
   // Null: not kept, and an overflow is an error.
   CastAudit* cast_audit = nullptr;
+  // Resume (journal.h). `skip(i)`: unit i was finished by an interrupted
+  // earlier run and what it wrote was verified and taken over; it is not run
+  // and counts as done. `wrap(i, body)`: runs around every unit that does
+  // run (it must call body() on the same thread and return its status), so
+  // the journal can record what the unit wrote. `open_shard`: to HF, opens
+  // the writer of one planned shard instead of ShardWriter::Create.
+  std::function<bool(size_t)> skip;
+  std::function<Status(size_t, const std::function<Status()>&)> wrap;
+  std::function<Result<std::unique_ptr<safetensors::ShardWriter>>(const std::filesystem::path&,
+                                                                  const safetensors::PlannedShard&)>
+      open_shard;
 };
 
 // Runs body(i) for i in [0, count) on `options.threads` threads (TBB),
@@ -104,6 +118,13 @@ uint64_t UnitMemory(const Plan& plan, const Unit& unit);
 // 256 MiB), leaving the rest to the page cache that streams the data.
 uint64_t DefaultMaxMemory();
 
+// The largest working set one unit should have under a budget of
+// `max_memory`: an eighth of it (at least 64 KiB), so that several units fit
+// side by side. Planning cuts larger units into row blocks where their rule
+// allows (plan.h, max_unit_memory); what cannot be cut (a custom transform,
+// ops across rows) runs whole.
+uint64_t UnitMemoryLimit(uint64_t max_memory);
+
 // Writes the box [origin, origin + extent) of MaxText tensor `mt`, given as
 // `bytes` (C order, mt.dtype), as the whole chunks of mt.chunk_shape it
 // covers. The box must be made of whole chunks (edge chunks are zero-padded).
@@ -117,9 +138,11 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
                     orbax::CheckpointWriter& writer, const ExecuteOptions& options);
 
 // Runs a to-HF plan, writing safetensors shards (and the index when there is
-// more than one) into `dir`.
+// more than one) into `dir`. `shard_metadata` goes into every shard's
+// __metadata__ next to "format": "pt" (the receipt, receipt.h).
 Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::filesystem::path& dir,
-               uint64_t max_shard_bytes, const ExecuteOptions& options);
+               uint64_t max_shard_bytes, const ExecuteOptions& options,
+               const std::map<std::string, std::string>& shard_metadata = {});
 
 }  // namespace ckptbridge::engine
 

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "host/base/numeric.h"
+#include "host/engine/execute.h"
 #include "host/engine/maxtext_tree.h"
 
 namespace ckptbridge::engine {
@@ -39,6 +40,8 @@ struct RuleShapes {
   std::vector<Shape> slice_shapes;            // per MaxText output
   std::vector<std::vector<int32_t>> stacked;  // per output: its stacked axes, ascending
   std::vector<int64_t> counts;                // per stack axis
+  std::vector<Shape> hf_slice_shapes;         // per HF input: what the ops see
+  int leading = -1;                           // the stack axis along HF leading axes
 };
 
 Result<RuleShapes> CheckRule(const Rule& rule, std::string_view label) {
@@ -50,13 +53,34 @@ Result<RuleShapes> CheckRule(const Rule& rule, std::string_view label) {
   if (rule.stack.size() > 2) return fail("stacks more than two axes");
   RuleShapes shapes;
   std::set<int32_t> meanings, axes;
-  for (const StackAxis& s : rule.stack) {
+  for (const TensorDecl& in : rule.hf_inputs) shapes.hf_slice_shapes.push_back(in.dims);
+  if (std::count_if(rule.stack.begin(), rule.stack.end(),
+                    [](const StackAxis& s) { return s.hf_leading; }) > 1) {
+    return fail("has two stack axes along the HF leading axis");
+  }
+  for (size_t k = 0; k < rule.stack.size(); ++k) {
+    const StackAxis& s = rule.stack[k];
     if (s.meaning != CKB_AXIS_LAYERS && s.meaning != CKB_AXIS_EXPERTS) {
       return fail("a stacked axis must mean layers or experts");
     }
     if (!meanings.insert(s.meaning).second) return fail("stacks the same placeholder twice");
     if (!axes.insert(s.mt_axis).second) return fail("stacks two things on one axis");
     if (s.count < 1) return fail("stack count must be at least 1");
+    shapes.counts.push_back(s.count);
+    if (s.hf_leading) {
+      // The slices are the leading axis of every HF input; the ops see one.
+      shapes.leading = static_cast<int>(k);
+      for (size_t i = 0; i < rule.hf_inputs.size(); ++i) {
+        const TensorDecl& in = rule.hf_inputs[i];
+        if (in.dims.empty() || in.dims[0] != s.count) {
+          return fail("stacks " + std::to_string(s.count) +
+                      " slices along the leading axis of the HF tensors, but '" + in.name +
+                      "' is " + ShapeString(in.dims));
+        }
+        shapes.hf_slice_shapes[i].erase(shapes.hf_slice_shapes[i].begin());
+      }
+      continue;
+    }
     bool used = false;
     for (const TensorDecl& in : rule.hf_inputs) {
       used |= in.name.find(Placeholder(s.meaning)) != std::string::npos;
@@ -65,11 +89,13 @@ Result<RuleShapes> CheckRule(const Rule& rule, std::string_view label) {
       return fail("stacks on " + std::string(Placeholder(s.meaning)) +
                   " but no HF key template contains it");
     }
-    shapes.counts.push_back(s.count);
   }
   for (const TensorDecl& in : rule.hf_inputs) {
     for (int32_t m : {CKB_AXIS_LAYERS, CKB_AXIS_EXPERTS}) {
-      if (in.name.find(Placeholder(m)) != std::string::npos && !meanings.count(m)) {
+      const bool placeholder_stacked =
+          meanings.count(m) &&
+          !(shapes.leading >= 0 && rule.stack[static_cast<size_t>(shapes.leading)].meaning == m);
+      if (in.name.find(Placeholder(m)) != std::string::npos && !placeholder_stacked) {
         return fail("HF key template '" + in.name + "' uses " + std::string(Placeholder(m)) +
                     " but the rule does not stack it");
       }
@@ -174,6 +200,194 @@ class RenamedSource {
 
 }  // namespace
 
+HfPart UnitHfPart(const HfTensor& hf, const Unit& unit) {
+  HfPart part;
+  part.shape = hf.shape;
+  part.num_bytes = static_cast<uint64_t>(NumElementsUnchecked(hf.shape)) * DTypeSize(hf.dtype);
+  if (unit.hf_leading_index >= 0 && !hf.shape.empty() && hf.shape[0] > 0) {
+    part.shape.erase(part.shape.begin());
+    part.num_bytes /= static_cast<uint64_t>(hf.shape[0]);
+    part.byte_offset = static_cast<uint64_t>(unit.hf_leading_index) * part.num_bytes;
+  }
+  if (unit.row_end >= 0 && !part.shape.empty() && part.shape[0] > 0) {
+    // Rows are contiguous: a block of them is one byte range.
+    const uint64_t row_bytes = part.num_bytes / static_cast<uint64_t>(part.shape[0]);
+    part.byte_offset += static_cast<uint64_t>(unit.row_begin) * row_bytes;
+    part.shape[0] = unit.row_end - unit.row_begin;
+    part.num_bytes = static_cast<uint64_t>(part.shape[0]) * row_bytes;
+  }
+  return part;
+}
+
+namespace {
+
+// The MaxText full-tensor axis of slice axis `slice_axis` (stacked axes
+// skipped).
+int32_t FullAxis(const PlannedRule& rule, int32_t slice_axis, size_t rank) {
+  std::vector<bool> stacked(rank, false);
+  for (const StackAxis& s : rule.rule.stack) {
+    if (s.mt_axis >= 0 && static_cast<size_t>(s.mt_axis) < rank) stacked[s.mt_axis] = true;
+  }
+  int32_t seen = -1;
+  for (size_t a = 0; a < rank; ++a) {
+    if (stacked[a]) continue;
+    if (++seen == slice_axis) return static_cast<int32_t>(a);
+  }
+  return -1;
+}
+
+// Follows axis 0 of the chain's inputs through its steps: the output axis it
+// becomes, or -1 when some op mixes rows or needs them all (a custom
+// transform, a reshape that merges or splits them, interleave, pad, concat
+// or split along them). `retarget` (optional) receives the ops with the row
+// count of a reshape replaced by `rows`.
+int32_t FollowRows(const Chain& chain, int64_t rows, std::vector<OpSpec>* retarget) {
+  if (chain.inputs.empty()) return -1;
+  for (const Shape& in : chain.inputs) {
+    if (in.empty() || in[0] != chain.inputs[0][0]) return -1;
+  }
+  int32_t axis = 0;
+  for (const ChainStep& step : chain.steps) {
+    OpSpec op = step.op;
+    switch (op.kind) {
+      case OpKind::kTranspose: {
+        const auto it = std::find(op.values.begin(), op.values.end(), axis);
+        if (it == op.values.end()) return -1;
+        axis = static_cast<int32_t>(it - op.values.begin());
+        break;
+      }
+      case OpKind::kReshape: {
+        // The rows and every axis after them must come out unchanged, at
+        // the end: only the axes before the rows are regrouped.
+        const Shape& in = step.in.at(0);
+        const Shape& out = step.out.at(0);
+        const size_t tail = in.size() - static_cast<size_t>(axis);
+        if (out.size() < tail) return -1;
+        for (size_t i = 0; i < tail; ++i) {
+          if (in[static_cast<size_t>(axis) + i] != out[out.size() - tail + i]) return -1;
+        }
+        axis = static_cast<int32_t>(out.size() - tail);
+        if (retarget) op.values[static_cast<size_t>(axis)] = rows;
+        break;
+      }
+      case OpKind::kScale:
+      case OpKind::kAdd:
+        break;
+      case OpKind::kInterleave:
+      case OpKind::kDeinterleave:
+      case OpKind::kPad:
+      case OpKind::kTruncate:
+      case OpKind::kConcat:
+      case OpKind::kSplit:
+        if (op.axis == axis) return -1;
+        break;
+      case OpKind::kCustom:
+        return -1;
+    }
+    if (retarget) retarget->push_back(std::move(op));
+  }
+  return axis;
+}
+
+// Cuts every unit whose working set exceeds `limit` into row blocks, where
+// its rule allows, and (to MaxText) makes the chunks of the rule's tensors
+// follow the blocks along the row axis.
+void CutLargeUnits(Plan& plan, uint64_t limit) {
+  if (limit == 0) return;
+  std::vector<Unit> units;
+  units.reserve(plan.units.size());
+  std::vector<int64_t> block_rows(plan.rules.size(), 0);  // per rule; 0: not cut
+  for (Unit& unit : plan.units) {
+    PlannedRule& rule = plan.rules[unit.rule];
+    const uint64_t memory = UnitMemory(plan, unit);
+    if (rule.row_axis < 0 || memory <= limit || rule.forward.inputs.empty()) {
+      units.push_back(std::move(unit));
+      continue;
+    }
+    const int64_t rows = rule.forward.inputs[0][0];
+    int64_t& block = block_rows[unit.rule];
+    if (block == 0) {
+      const uint64_t pieces = (memory + limit - 1) / limit;
+      block = std::max<int64_t>(1, rows / static_cast<int64_t>(pieces));
+      if (plan.direction == Direction::kToMaxText) {
+        // Chunks must not straddle two blocks: take the chunk's extent
+        // along the row axis when it is already smaller, else cut it.
+        for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
+          MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
+          const int32_t axis = FullAxis(rule, rule.row_axis, mt.shape.size());
+          if (axis < 0) continue;
+          if (mt.chunk_shape[axis] < block) {
+            block = mt.chunk_shape[axis];
+          }
+        }
+        for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
+          MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
+          const int32_t axis = FullAxis(rule, rule.row_axis, mt.shape.size());
+          if (axis >= 0) mt.chunk_shape[axis] = block;
+        }
+      }
+    }
+    if (block >= rows) {
+      units.push_back(std::move(unit));
+      continue;
+    }
+    for (int64_t begin = 0; begin < rows; begin += block) {
+      Unit part = unit;
+      part.row_begin = begin;
+      part.row_end = std::min(rows, begin + block);
+      part.bytes =
+          unit.bytes * static_cast<uint64_t>(part.row_end - begin) / static_cast<uint64_t>(rows);
+      units.push_back(std::move(part));
+    }
+  }
+  plan.units = std::move(units);
+}
+
+}  // namespace
+
+void UnitMtRegion(const PlannedRule& rule, const Unit& unit, size_t i, const Shape& mt_shape,
+                  std::vector<int64_t>& origin, Shape& extent) {
+  origin.assign(mt_shape.size(), 0);
+  extent = mt_shape;
+  for (size_t k = 0; k < rule.rule.stack.size(); ++k) {
+    const int32_t axis = rule.rule.stack[k].mt_axis;
+    origin[axis] = unit.slice[k];
+    extent[axis] = 1;
+  }
+  (void)i;
+  if (unit.row_end >= 0) {
+    const int32_t axis = FullAxis(rule, rule.row_axis, mt_shape.size());
+    if (axis >= 0) {
+      origin[axis] = unit.row_begin;
+      extent[axis] = unit.row_end - unit.row_begin;
+    }
+  }
+}
+
+Shape UnitMtSliceShape(const PlannedRule& rule, const Unit& unit, size_t i) {
+  Shape shape = rule.mt_slice_shapes.at(i);
+  if (unit.row_end >= 0 && rule.row_axis >= 0 &&
+      static_cast<size_t>(rule.row_axis) < shape.size()) {
+    shape[rule.row_axis] = unit.row_end - unit.row_begin;
+  }
+  return shape;
+}
+
+Result<Chain> UnitChain(const PlannedRule& rule, const Unit& unit, Direction direction) {
+  if (unit.row_end < 0) return direction == Direction::kToMaxText ? rule.forward : rule.backward;
+  const int64_t rows = unit.row_end - unit.row_begin;
+  std::vector<OpSpec> ops;
+  if (FollowRows(rule.forward, rows, &ops) != rule.row_axis) {
+    return Internal("the rows of the rule for '" + rule.rule.mt_outputs[0].name +
+                    "' cannot be cut");
+  }
+  std::vector<Shape> inputs = rule.forward.inputs;
+  for (Shape& in : inputs) in[0] = rows;
+  CKB_ASSIGN_OR_RETURN(Chain forward, ResolveChain(ops, inputs));
+  if (direction == Direction::kToMaxText) return forward;
+  return InvertChain(forward);
+}
+
 std::string OrbaxName(std::string_view path) {
   std::string name(kOrbaxParamsPrefix);
   name += path;
@@ -189,6 +403,7 @@ std::string ResolveTemplate(const std::string& name_template, const Rule& rule,
   std::string name = name_template;
   for (size_t k = 0; k < rule.stack.size(); ++k) {
     const StackAxis& s = rule.stack[k];
+    if (s.hf_leading) continue;  // an index into the tensor, not its name
     const std::string value = std::to_string(s.hf_start + s.hf_stride * slice[k]);
     const std::string_view placeholder = Placeholder(s.meaning);
     for (size_t at = name.find(placeholder); at != std::string::npos;
@@ -268,9 +483,7 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
       if (!any) continue;
     }
 
-    std::vector<Shape> input_shapes;
-    for (const TensorDecl& in : rule.hf_inputs) input_shapes.push_back(in.dims);
-    Result<Chain> forward = ResolveChain(rule.ops, input_shapes);
+    Result<Chain> forward = ResolveChain(rule.ops, shapes.hf_slice_shapes);
     if (!forward.ok()) return forward.status().WithContext(label);
     CKB_RETURN_IF_ERROR(CheckChainOutputs(*forward, shapes, label));
     const bool custom = !rule.ops.empty() && rule.ops[0].kind == OpKind::kCustom;
@@ -278,6 +491,7 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
     PlannedRule planned;
     planned.rule = rule;
     planned.forward = std::move(*forward);
+    planned.row_axis = FollowRows(planned.forward, 0, nullptr);
     planned.mt_slice_shapes = shapes.slice_shapes;
     planned.num_slices = 1;
     for (int64_t c : shapes.counts) planned.num_slices *= c;
@@ -288,6 +502,7 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
       Unit unit;
       unit.rule = rule_index;
       unit.slice = slice;
+      if (shapes.leading >= 0) unit.hf_leading_index = slice[static_cast<size_t>(shapes.leading)];
       for (const TensorDecl& in : rule.hf_inputs) {
         const std::string name = ResolveTemplate(in.name, rule, slice);
         const safetensors::CheckpointTensor* t = renamed.Find(name);
@@ -315,7 +530,9 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
           plan.read_bytes += t->info->num_bytes();
         }
         unit.hf_tensors.push_back(it->second);
-        unit.bytes += t->info->num_bytes();
+        unit.bytes += unit.hf_leading_index >= 0
+                          ? t->info->num_bytes() / static_cast<uint64_t>(in.dims[0])
+                          : t->info->num_bytes();
       }
       plan.units.push_back(std::move(unit));
       return Status::Ok();
@@ -383,6 +600,7 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
                            std::string(plugin_label) + " does not map: " + ListNames(unmapped) +
                            " (a different model family, or a layout this plugin does not know)");
   }
+  CutLargeUnits(plan, options.max_unit_memory);
   return plan;
 }
 
@@ -392,6 +610,7 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
   plan.direction = Direction::kToHf;
   std::map<std::string, size_t> mt_index;
   std::set<std::string> hf_names;
+  std::map<std::string, size_t> hf_parts;  // HF tensors written in leading-axis parts
   std::vector<std::string> missing;
   const std::string item = source.location().item_dir.string();
   CKB_ASSIGN_OR_RETURN(const MaxTextTree tree, MaxTextTree::Build(source));
@@ -414,9 +633,7 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
       continue;
     }
 
-    std::vector<Shape> input_shapes;
-    for (const TensorDecl& in : rule.hf_inputs) input_shapes.push_back(in.dims);
-    Result<Chain> forward = ResolveChain(rule.ops, input_shapes);
+    Result<Chain> forward = ResolveChain(rule.ops, shapes.hf_slice_shapes);
     if (!forward.ok()) return forward.status().WithContext(label);
     CKB_RETURN_IF_ERROR(CheckChainOutputs(*forward, shapes, label));
     Result<Chain> backward = InvertChain(*forward);
@@ -428,6 +645,7 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
     planned.rule = rule;
     planned.forward = std::move(*forward);
     planned.backward = std::move(*backward);
+    planned.row_axis = FollowRows(planned.forward, 0, nullptr);
     planned.mt_slice_shapes = shapes.slice_shapes;
     planned.num_slices = 1;
     for (int64_t c : shapes.counts) planned.num_slices *= c;
@@ -476,16 +694,28 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
       Unit unit;
       unit.rule = rule_index;
       unit.slice = slice;
+      if (shapes.leading >= 0) unit.hf_leading_index = slice[static_cast<size_t>(shapes.leading)];
       for (const TensorDecl& in : rule.hf_inputs) {
         std::string name = ResolveTemplate(in.name, rule, slice);
+        const uint64_t bytes =
+            static_cast<uint64_t>(NumElementsUnchecked(in.dims)) * DTypeSize(out_dtype);
+        // The slices of a leading stack axis are parts of one HF tensor:
+        // the first one registers it, the others write into it.
+        if (unit.hf_leading_index > 0) {
+          const auto it = hf_parts.find(name);
+          if (it == hf_parts.end()) return Internal(label + ": lost HF tensor '" + name + "'");
+          unit.hf_tensors.push_back(it->second);
+          unit.bytes += bytes / static_cast<uint64_t>(in.dims[0]);
+          continue;
+        }
         if (!hf_names.insert(name).second) {
           return InvalidArgument(label + ": HF tensor '" + name + "' is produced twice");
         }
+        if (unit.hf_leading_index == 0) hf_parts[name] = plan.hf_tensors.size();
         unit.hf_tensors.push_back(plan.hf_tensors.size());
-        const uint64_t bytes =
-            static_cast<uint64_t>(NumElementsUnchecked(in.dims)) * DTypeSize(out_dtype);
         plan.write_bytes += bytes;
-        unit.bytes += bytes;
+        unit.bytes +=
+            unit.hf_leading_index == 0 ? bytes / static_cast<uint64_t>(in.dims[0]) : bytes;
         plan.hf_tensors.push_back({std::move(name), in.dims, out_dtype, ""});
       }
       plan.units.push_back(std::move(unit));
@@ -522,6 +752,7 @@ Result<Plan> PlanToHf(const RuleSet& rules, const orbax::ItemReader& source,
                            std::string(plugin_label) + " does not map: " + ListNames(unmapped) +
                            " (a different model family, or scanned vs unscanned?)");
   }
+  CutLargeUnits(plan, options.max_unit_memory);
   return plan;
 }
 

@@ -64,6 +64,11 @@ struct PlannedRule {
   std::vector<size_t> mt_tensors;  // index into Plan::mt_tensors, per output
   std::vector<Shape> mt_slice_shapes;
   int64_t num_slices = 1;
+  // The axis of the MaxText slices that the rows of the HF slice (its first
+  // axis) become, when every op keeps rows whole and apart (transposes,
+  // scales, reshapes of other axes...): such a rule's units can be cut into
+  // row blocks. -1 when they cannot (custom transforms, ops along the rows).
+  int32_t row_axis = -1;
 };
 
 // One unit of work: one slice of one rule.
@@ -72,7 +77,40 @@ struct Unit {
   std::vector<int64_t> slice;      // index per stack axis of the rule
   std::vector<size_t> hf_tensors;  // index into Plan::hf_tensors, per HF input
   uint64_t bytes = 0;              // bytes this unit reads (for progress)
+  // With a stack axis along the HF tensors' leading axis (ABI hf_leading):
+  // the index of that axis this unit reads or writes; -1 when the unit
+  // covers its HF tensors whole.
+  int64_t hf_leading_index = -1;
+  // A unit whose working set is too large for the memory budget is cut into
+  // blocks of rows of its HF slice (PlannedRule::row_axis): this one covers
+  // rows [row_begin, row_end). row_end -1: all rows.
+  int64_t row_begin = 0;
+  int64_t row_end = -1;
+
+  // Whether this unit covers only part of its HF tensors.
+  bool partial() const { return hf_leading_index >= 0 || row_end >= 0; }
 };
+
+// The part of HF tensor `hf` that `unit` covers: its shape (the tensor's
+// shape, without the leading axis for a leading-axis unit, with only its
+// rows for a row block) and where its bytes start inside the tensor's bytes.
+struct HfPart {
+  Shape shape;
+  uint64_t byte_offset = 0;
+  uint64_t num_bytes = 0;
+};
+HfPart UnitHfPart(const HfTensor& hf, const Unit& unit);
+
+// Where `unit` sits in MaxText output `i` of its rule: origin and extent in
+// the full (stacked) tensor.
+void UnitMtRegion(const PlannedRule& rule, const Unit& unit, size_t i, const Shape& mt_shape,
+                  std::vector<int64_t>& origin, Shape& extent);
+// The shape of unit's MaxText slice `i` (rule.mt_slice_shapes, cut to the
+// unit's rows).
+Shape UnitMtSliceShape(const PlannedRule& rule, const Unit& unit, size_t i);
+// The op chain of `unit`: rule.forward / rule.backward, or for a row block
+// the same ops resolved for its number of rows.
+Result<Chain> UnitChain(const PlannedRule& rule, const Unit& unit, Direction direction);
 
 // Tensors skipped on purpose, grouped by the plugin's reason.
 struct IgnoredGroup {
@@ -97,12 +135,18 @@ struct ToMaxTextOptions {
   std::optional<DType> save_dtype = DType::kBF16;
   // Largest zarr chunk; larger slices are cut along their unstacked axes.
   uint64_t max_chunk_bytes = uint64_t{2} << 30;
+  // Units whose working set (UnitMemory) is larger are cut into row blocks
+  // where their rule allows (PlannedRule::row_axis); 0: never. The chunks of
+  // such tensors follow the blocks along that axis.
+  uint64_t max_unit_memory = 0;
 };
 
 struct ToHfOptions {
   // Output dtype of every HF tensor but those of keep_f32 rules
   // (KeepF32ExportDType); nullopt keeps each stored dtype.
   std::optional<DType> save_dtype = DType::kBF16;
+  // As ToMaxTextOptions::max_unit_memory.
+  uint64_t max_unit_memory = 0;
 };
 
 // The rules that turn `source` into MaxText tensors. `plugin_label` (e.g.

@@ -25,7 +25,9 @@
 // Layers: unscanned `decoder.layers_{i}`; scanned, MaxText scans blocks of
 // two layers (sliding, full attention), `decoder.layers.layers_{b}` holding
 // HF layers b, b+2, b+4, ... stacked on axis 1 - including the expert
-// tensors, whose expert axis stays 0: wi_0 is [X, L/2, E, F].
+// tensors, whose expert axis stays 0: wi_0 is [X, L/2, E, F]. The expert
+// weights are converted one expert at a time (ABI 1.2 leading-axis
+// stacking), so the memory a conversion needs follows one expert.
 //
 // MXFP4 (openai/gpt-oss-*, quantization_config.quant_method "mxfp4"): the
 // expert weights are `<name>_blocks` U8 [X, out, in/32, 16] (two E2M1 values a
@@ -280,6 +282,11 @@ struct LayerTensor {
   std::vector<sdk::TensorDecl> mt;  // names after "decoder.layers_{i}." / "...layers_{b}."
   std::vector<sdk::Op> ops;
   bool lossy = false;
+  // The HF tensors hold every expert along their leading axis and the rule
+  // converts one expert at a time (`mt` and `ops` describe one expert): a
+  // layer's experts are gigabytes (gpt-oss-120b: 128 x 2880 x 5760), one
+  // expert is tens of megabytes, and memory follows the unit.
+  bool per_expert = false;
 };
 
 LayerTensor Simple(std::string hf_suffix, sdk::Dims hf_dims, sdk::Axes hf_axes,
@@ -337,6 +344,7 @@ class GptOssAdapter final : public sdk::Adapter {
           for (const sdk::TensorDecl& out : t.mt) rule.To(prefix + out.name, out.dims, out.axes);
           // HF layers b, b + cycle, b + 2 cycle, ... on MaxText axis 1.
           rule.Stack(Axis::kLayers, 1, d_.layers / kLayerCycle, b, kLayerCycle);
+          if (t.per_expert) rule.StackLeading(Axis::kExperts, 0, d_.experts);
           for (const sdk::Op& op : t.ops) rule.Then(op);
           if (t.lossy) rule.Lossy();
         }
@@ -349,6 +357,7 @@ class GptOssAdapter final : public sdk::Adapter {
           sdk::Rule& rule = rules.Add();
           for (const sdk::TensorDecl& in : t.hf) rule.From(hf_prefix + in.name, in.dims, in.axes);
           for (const sdk::TensorDecl& out : t.mt) rule.To(mt_prefix + out.name, out.dims, out.axes);
+          if (t.per_expert) rule.StackLeading(Axis::kExperts, 0, d_.experts);
           for (const sdk::Op& op : t.ops) rule.Then(op);
           if (t.lossy) rule.Lossy();
         }
@@ -494,15 +503,18 @@ class GptOssAdapter final : public sdk::Adapter {
     // The fused gate/up projection interleaves its columns: gate at even
     // positions, up at odd ones. Deinterleave gathers the evens first, then
     // the odds; Split hands one half to each MaxText tensor.
-    const sdk::Axes expert_in_out = {Axis::kExperts, Axis::kEmbed, Axis::kMlp};
+    // One expert per unit (per_expert): the MaxText shapes and the ops below
+    // are those of one expert; the expert axis is MaxText axis 0.
+    const sdk::Axes in_out = {Axis::kEmbed, Axis::kMlp};
     LayerTensor gate_up;
-    gate_up.mt = {{moe + "wi_0", {x, e, f}, expert_in_out},
-                  {moe + "wi_1", {x, e, f}, expert_in_out}};
+    gate_up.per_expert = true;
+    gate_up.mt = {{moe + "wi_0", {e, f}, in_out}, {moe + "wi_1", {e, f}, in_out}};
     LayerTensor down;
-    down.mt = {{moe + "wo", {x, f, e}, {Axis::kExperts, Axis::kMlp, Axis::kEmbed}}};
+    down.per_expert = true;
+    down.mt = {{moe + "wo", {f, e}, {Axis::kMlp, Axis::kEmbed}}};
     if (mxfp4) {
-      // Blocks [X, out, in/32, 16] + scales [X, out, in/32] -> [X, out, in],
-      // then transposed to the bfloat16 release's [X, in, out].
+      // Blocks [out, in/32, 16] + scales [out, in/32] -> [out, in] per
+      // expert, then transposed to the bfloat16 release's [in, out].
       const sdk::Axes block_axes = {Axis::kExperts, Axis::kOther, Axis::kOther, Axis::kOther};
       const sdk::Axes scale_axes = {Axis::kExperts, Axis::kOther, Axis::kOther};
       gate_up.hf = {
@@ -510,13 +522,13 @@ class GptOssAdapter final : public sdk::Adapter {
            {x, 2 * f, e / kMxfp4BlockValues, kMxfp4BlockBytes},
            block_axes},
           {"mlp.experts.gate_up_proj_scales", {x, 2 * f, e / kMxfp4BlockValues}, scale_axes}};
-      gate_up.ops = {sdk::Custom(kDequantMxfp4, {x, 2 * f, e}), sdk::Transpose({0, 2, 1})};
+      gate_up.ops = {sdk::Custom(kDequantMxfp4, {2 * f, e}), sdk::Transpose({1, 0})};
       gate_up.lossy = true;
       down.hf = {{"mlp.experts.down_proj_blocks",
                   {x, e, f / kMxfp4BlockValues, kMxfp4BlockBytes},
                   block_axes},
                  {"mlp.experts.down_proj_scales", {x, e, f / kMxfp4BlockValues}, scale_axes}};
-      down.ops = {sdk::Custom(kDequantMxfp4, {x, e, f}), sdk::Transpose({0, 2, 1})};
+      down.ops = {sdk::Custom(kDequantMxfp4, {e, f}), sdk::Transpose({1, 0})};
       down.lossy = true;
     } else {
       gate_up.hf = {{"mlp.experts.gate_up_proj",
@@ -524,8 +536,8 @@ class GptOssAdapter final : public sdk::Adapter {
                      {Axis::kExperts, Axis::kEmbed, Axis::kFused}}};
       down.hf = {{"mlp.experts.down_proj", {x, f, e}, {Axis::kExperts, Axis::kMlp, Axis::kEmbed}}};
     }
-    gate_up.ops.push_back(sdk::Deinterleave(2));
-    gate_up.ops.push_back(sdk::Split(2, {f, f}));
+    gate_up.ops.push_back(sdk::Deinterleave(1));
+    gate_up.ops.push_back(sdk::Split(1, {f, f}));
     t.push_back(std::move(gate_up));
     t.push_back(std::move(down));
 
@@ -634,6 +646,8 @@ sdk::PluginDefinition Describe() {
   d.model_presets = {"gpt-oss-20b", "gpt-oss-120b"};
   // ApplyCustom reads only its arguments.
   d.flags = CKB_PLUGIN_THREAD_SAFE_ADAPTERS;
+  // Expert tensors are converted one expert at a time (StackLeading).
+  d.abi_minor = 2;
   d.create = [](std::string_view /*model_type*/, const sdk::Config& config) {
     return std::make_unique<GptOssAdapter>(config);
   };

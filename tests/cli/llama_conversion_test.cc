@@ -15,6 +15,7 @@
 
 #include "host/base/file.h"
 #include "host/base/numeric.h"
+#include "host/formats/orbax/checkpoint.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -193,6 +194,10 @@ struct Case {
   std::string fixture;
   bool scan;
   std::string save_dtype;
+  // --max-memory for both conversions: small enough here to cut the units
+  // into row blocks (execute.h UnitMemoryLimit), which must not change a
+  // value.
+  std::string max_memory = "";
 };
 
 class RealFixtureTest : public ::testing::TestWithParam<Case> {};
@@ -207,6 +212,9 @@ TEST_P(RealFixtureTest, EveryMaxTextTensorMatchesTheMappingAndTheWayBackIsBitExa
     args.push_back("--save-dtype");
     args.push_back(c.save_dtype);
   }
+  std::vector<std::string> memory;
+  if (!c.max_memory.empty()) memory = {"--max-memory", c.max_memory};
+  args.insert(args.end(), memory.begin(), memory.end());
   args.push_back(src.string());
   args.push_back((tmp / "mt").string());
   CliRun to_mt = RunCli(args);
@@ -221,9 +229,28 @@ TEST_P(RealFixtureTest, EveryMaxTextTensorMatchesTheMappingAndTheWayBackIsBitExa
   ExpectSameTensors(ExpectedMaxText(hf, ReadConfig(src), c.scan, dtype), mt);
   // MaxText's TrainState around the weights.
   EXPECT_TRUE(mt.count("step"));
+  if (!c.max_memory.empty()) {
+    // The embedding [256, 64] went in blocks of rows, each its own chunks;
+    // the query kernel, whose rows a reshape splits into heads, went whole.
+    Result<std::unique_ptr<orbax::ItemReader>> item =
+        orbax::ItemReader::Open(tmp / "mt" / "0" / "items");
+    ASSERT_TRUE(item.ok()) << item.status().message();
+    const auto* embedding = (*item)->Find("params.params.token_embedder.embedding");
+    ASSERT_NE(embedding, nullptr);
+    EXPECT_LT(embedding->metadata.chunk_shape[0], 256);
+    EXPECT_EQ(embedding->metadata.chunk_shape[1], 64);
+    const auto* query =
+        (*item)->Find(c.scan ? "params.params.decoder.layers.self_attention.query.kernel"
+                             : "params.params.decoder.layers_0.self_attention.query.kernel");
+    ASSERT_NE(query, nullptr);
+    EXPECT_EQ(query->metadata.chunk_shape[0], 64);
+  }
 
-  CliRun to_hf = RunCli({"convert", "--to", "hf", "--quiet", (tmp / "mt" / "0" / "items").string(),
-                         (tmp / "hf").string()});
+  std::vector<std::string> back = {"convert", "--to", "hf", "--quiet"};
+  back.insert(back.end(), memory.begin(), memory.end());
+  back.push_back((tmp / "mt" / "0" / "items").string());
+  back.push_back((tmp / "hf").string());
+  CliRun to_hf = RunCli(back);
   ASSERT_EQ(to_hf.exit_code, 0) << to_hf.err;
   // Lossless here: float32 in between, or bf16 with a power-of-two query
   // scale (head_dim 16), so every byte must come back.
@@ -234,22 +261,26 @@ TEST_P(RealFixtureTest, EveryMaxTextTensorMatchesTheMappingAndTheWayBackIsBitExa
   EXPECT_EQ(config["hidden_size"], ReadConfig(src)["hidden_size"]);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, RealFixtureTest,
-                         ::testing::Values(Case{"mlxd-tiny_llama3", true, ""},
-                                           Case{"mlxd-tiny_llama3", false, "float32"},
-                                           Case{"mlxd-tiny_llama3", true, "float32"},
-                                           Case{"mlxd-tiny_llama3", false, ""},
-                                           Case{"mlxd-tiny_mistral", true, ""},
-                                           Case{"mlxd-tiny_mistral", false, "float32"}),
-                         [](const ::testing::TestParamInfo<Case>& info) {
-                           std::string name = info.param.fixture +
-                                              (info.param.scan ? "_scanned" : "_unscanned") +
-                                              (info.param.save_dtype.empty() ? "_bf16" : "_f32");
-                           for (char& ch : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           }
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, RealFixtureTest,
+    ::testing::Values(Case{"mlxd-tiny_llama3", true, ""},
+                      Case{"mlxd-tiny_llama3", false, "float32"},
+                      Case{"mlxd-tiny_llama3", true, "float32"},
+                      Case{"mlxd-tiny_llama3", false, ""}, Case{"mlxd-tiny_mistral", true, ""},
+                      Case{"mlxd-tiny_mistral", false, "float32"},
+                      Case{"mlxd-tiny_llama3", true, "", "256K"},
+                      Case{"mlxd-tiny_llama3", false, "float32", "256K"},
+                      Case{"mlxd-tiny_mistral", true, "float32", "256K"}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      std::string name =
+          info.param.fixture + (info.param.scan ? "_scanned" : "_unscanned") +
+          (info.param.save_dtype.empty() ? "_bf16" : "_f32") +
+          (info.param.max_memory.empty() ? "" : "_in_blocks_" + info.param.max_memory);
+      for (char& ch : name) {
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      }
+      return name;
+    });
 
 // Every Orbax storage variant (OCDBT on/off x zarr v3/v2), both scan layouts:
 // the MaxText values are the mapping's, `inspect` names the variant, the files

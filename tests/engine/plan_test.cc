@@ -190,6 +190,138 @@ TEST(PlanToMaxTextTest, SaveDtypeSourceKeepsTheInputDtype) {
   EXPECT_EQ(plan->write_bytes, 96u);
 }
 
+// Experts held along the leading axis of one HF tensor per layer, as
+// GPT-OSS stores them: [X=3, 4, 2] per layer, MaxText [X, L=2, 2, 4].
+Rule LeadingExpertRule() {
+  Rule rule;
+  rule.hf_inputs = {Decl("layers.{layer}.experts", {3, 4, 2})};
+  rule.mt_outputs = {Decl("decoder.layers.experts", {3, 2, 2, 4})};
+  StackAxis layers{CKB_AXIS_LAYERS, 1, 2, 0, 1};
+  StackAxis experts{CKB_AXIS_EXPERTS, 0, 3, 0, 1};
+  experts.hf_leading = true;
+  rule.stack = {layers, experts};
+  OpSpec t;
+  t.kind = OpKind::kTranspose;
+  t.values = {1, 0};  // on one expert: [4, 2] -> [2, 4]
+  rule.ops = {t};
+  return rule;
+}
+
+TEST(PlanToMaxTextTest, ALeadingStackAxisMakesOneUnitPerIndexOfTheHfTensor) {
+  TempDir tmp;
+  auto ckpt =
+      MakeCheckpoint(tmp, {{"layers.0.experts", {3, 4, 2}}, {"layers.1.experts", {3, 4, 2}}});
+  RuleSet rules;
+  rules.rules = {LeadingExpertRule()};
+  Result<Plan> plan = PlanToMaxText(rules, *ckpt, ToMaxTextOptions(), "plugin 'test'");
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  // Each HF tensor is read once, in three parts of 16 bytes.
+  ASSERT_EQ(plan->hf_tensors.size(), 2u);
+  EXPECT_EQ(plan->read_bytes, 96u);
+  ASSERT_EQ(plan->units.size(), 6u);
+  for (size_t i = 0; i < plan->units.size(); ++i) {
+    const Unit& unit = plan->units[i];
+    EXPECT_EQ(unit.slice,
+              (std::vector<int64_t>{static_cast<int64_t>(i / 3), static_cast<int64_t>(i % 3)}));
+    EXPECT_EQ(unit.hf_leading_index, static_cast<int64_t>(i % 3));
+    EXPECT_EQ(unit.bytes, 16u);
+    ASSERT_EQ(unit.hf_tensors.size(), 1u);
+    const HfTensor& hf = plan->hf_tensors[unit.hf_tensors[0]];
+    EXPECT_EQ(hf.name, "layers." + std::to_string(i / 3) + ".experts");
+    const HfPart part = UnitHfPart(hf, unit);
+    EXPECT_EQ(part.shape, (Shape{4, 2}));
+    EXPECT_EQ(part.byte_offset, 16u * (i % 3));
+    EXPECT_EQ(part.num_bytes, 16u);
+  }
+  // One chunk per (expert, layer).
+  EXPECT_EQ(plan->mt_tensors[0].chunk_shape, (Shape{1, 1, 2, 4}));
+  EXPECT_EQ(plan->rules[0].forward.outputs, (std::vector<Shape>{{2, 4}}));
+}
+
+TEST(PlanToMaxTextTest, LeadingStackAxesAreChecked) {
+  TempDir tmp;
+  auto ckpt =
+      MakeCheckpoint(tmp, {{"layers.0.experts", {3, 4, 2}}, {"layers.1.experts", {3, 4, 2}}});
+  RuleSet rules;
+  rules.rules = {LeadingExpertRule()};
+  rules.rules[0].hf_inputs[0].dims = {4, 4, 2};
+  Status count = PlanError(rules, *ckpt);
+  EXPECT_EQ(count.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(count.message(),
+            "plugin 'test': rule for 'decoder.layers.experts': stacks 3 slices along the leading "
+            "axis of the HF tensors, but 'layers.{layer}.experts' is [4, 4, 2]");
+
+  rules.rules = {LeadingExpertRule()};
+  rules.rules[0].stack[0].hf_leading = true;
+  Status two = PlanError(rules, *ckpt);
+  EXPECT_EQ(two.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(two.message().find("has two stack axes along the HF leading axis"), std::string::npos)
+      << two.message();
+
+  // A leading expert axis names no tensor: an {expert} placeholder is a bug.
+  rules.rules = {LeadingExpertRule()};
+  rules.rules[0].hf_inputs[0].name = "layers.{layer}.experts.{expert}";
+  Status placeholder = PlanError(rules, *ckpt);
+  EXPECT_EQ(placeholder.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(placeholder.message().find("uses {expert} but the rule does not stack it"),
+            std::string::npos)
+      << placeholder.message();
+}
+
+TEST(PlanToMaxTextTest, UnitsOverTheMemoryLimitAreCutIntoBlocksOfRows) {
+  // lm_head-like [V=10, E=4] -> [E, V]: the HF rows become MaxText axis 1.
+  TempDir tmp;
+  auto ckpt = MakeCheckpoint(tmp, {{"head", {10, 4}}, {"q", {8, 4}}});
+  Rule head;
+  head.hf_inputs = {Decl("head", {10, 4})};
+  head.mt_outputs = {Decl("logits", {4, 10})};
+  OpSpec t;
+  t.kind = OpKind::kTranspose;
+  t.values = {1, 0};
+  head.ops = {t};
+  // q_proj-like [Nq*D=8, E=4] -> [E, Nq=2, D=4]: a reshape splits the rows
+  // into heads, so they cannot be cut.
+  Rule query;
+  query.hf_inputs = {Decl("q", {8, 4})};
+  query.mt_outputs = {Decl("query", {4, 2, 4})};
+  OpSpec r;
+  r.kind = OpKind::kReshape;
+  r.values = {4, 2, 4};
+  query.ops = {t, r};
+  RuleSet rules;
+  rules.rules = {head, query};
+  ToMaxTextOptions options;
+  options.max_unit_memory = 200;  // [10, 4] needs 10 * 4 * 16 = 640 bytes
+  Result<Plan> plan = PlanToMaxText(rules, *ckpt, options, "plugin 'test'");
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  EXPECT_EQ(plan->rules[0].row_axis, 1);
+  EXPECT_EQ(plan->rules[1].row_axis, -1);
+  // 640 / 200 -> 4 pieces of 10 / 4 = 2 rows; the last unit is the query.
+  ASSERT_EQ(plan->units.size(), 6u);
+  for (int64_t b = 0; b < 5; ++b) {
+    const Unit& unit = plan->units[static_cast<size_t>(b)];
+    EXPECT_EQ(unit.row_begin, 2 * b);
+    EXPECT_EQ(unit.row_end, 2 * b + 2);
+    EXPECT_TRUE(unit.partial());
+    const HfPart part = UnitHfPart(plan->hf_tensors[unit.hf_tensors[0]], unit);
+    EXPECT_EQ(part.shape, (Shape{2, 4}));
+    EXPECT_EQ(part.byte_offset, static_cast<uint64_t>(16 * b));
+    std::vector<int64_t> origin;
+    Shape extent;
+    UnitMtRegion(plan->rules[0], unit, 0, plan->mt_tensors[0].shape, origin, extent);
+    EXPECT_EQ(origin, (std::vector<int64_t>{0, 2 * b}));
+    EXPECT_EQ(extent, (Shape{4, 2}));
+    EXPECT_EQ(UnitMtSliceShape(plan->rules[0], unit, 0), (Shape{4, 2}));
+    Result<Chain> chain = UnitChain(plan->rules[0], unit, Direction::kToMaxText);
+    ASSERT_TRUE(chain.ok()) << chain.status().message();
+    EXPECT_EQ(chain->outputs, (std::vector<Shape>{{4, 2}}));
+  }
+  EXPECT_FALSE(plan->units[5].partial());
+  // The chunks follow the blocks.
+  EXPECT_EQ(plan->mt_tensors[0].chunk_shape, (Shape{4, 2}));
+  EXPECT_EQ(plan->mt_tensors[1].chunk_shape, (Shape{4, 2, 4}));
+}
+
 TEST(ChunkShapeTest, StackedAxesAreOneAndLargeSlicesAreCutIntoDivisors) {
   EXPECT_EQ(ChooseChunkShape({4096, 32, 14336}, {1}, 2, uint64_t{2} << 30),
             (Shape{4096, 1, 14336}));

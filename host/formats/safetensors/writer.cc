@@ -117,7 +117,17 @@ Result<ShardPlan> PlanShards(std::vector<TensorSpec> tensors, uint64_t max_shard
 ShardWriter::ShardWriter(const PlannedShard& shard, OutputFile file)
     : shard_(shard),
       file_(std::move(file)),
-      written_(std::make_unique<std::atomic<bool>[]>(shard.tensors.size())) {}
+      written_(std::make_unique<std::atomic<bool>[]>(shard.tensors.size())),
+      bytes_written_(std::make_unique<std::atomic<uint64_t>[]>(shard.tensors.size())) {}
+
+Status ShardWriter::CheckIndex(size_t tensor_index) const {
+  if (tensor_index >= shard_.tensors.size()) {
+    return Internal(file_.path().string() + ": tensor index " + std::to_string(tensor_index) +
+                    " out of range for a shard of " + std::to_string(shard_.tensors.size()) +
+                    " tensors");
+  }
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<ShardWriter>> ShardWriter::Create(const std::filesystem::path& dir,
                                                          const PlannedShard& shard) {
@@ -127,13 +137,38 @@ Result<std::unique_ptr<ShardWriter>> ShardWriter::Create(const std::filesystem::
   return std::unique_ptr<ShardWriter>(new ShardWriter(shard, std::move(file)));
 }
 
+Result<std::unique_ptr<ShardWriter>> ShardWriter::Reopen(const std::filesystem::path& dir,
+                                                         const PlannedShard& shard) {
+  CKB_ASSIGN_OR_RETURN(OutputFile file, OutputFile::Open(dir / shard.file_name, shard.file_bytes));
+  CKB_RETURN_IF_ERROR(file.PWrite(0, shard.header.data(), shard.header.size()));
+  return std::unique_ptr<ShardWriter>(new ShardWriter(shard, std::move(file)));
+}
+
+Status ShardWriter::Adopt(size_t tensor_index, uint64_t offset, uint64_t num_bytes, bool whole) {
+  const std::string& path = file_.path().string();
+  CKB_RETURN_IF_ERROR(CheckIndex(tensor_index));
+  const PlannedTensor& tensor = shard_.tensors[tensor_index];
+  const uint64_t size = tensor.end - tensor.begin;
+  if (whole ? (offset != 0 || num_bytes != size) : (offset > size || num_bytes > size - offset)) {
+    return Internal(path + ": tensor " + Quote(tensor.spec.name) + ": cannot adopt bytes [" +
+                    std::to_string(offset) + ", " + std::to_string(offset + num_bytes) +
+                    ") of its " + std::to_string(size) + (whole ? " as the whole tensor" : ""));
+  }
+  if (whole) {
+    if (written_[tensor_index].exchange(true) || bytes_written_[tensor_index].load() != 0) {
+      return Internal(path + ": tensor " + Quote(tensor.spec.name) + " adopted twice");
+    }
+  } else if (written_[tensor_index].load() ||
+             bytes_written_[tensor_index].fetch_add(num_bytes) + num_bytes > size) {
+    return Internal(path + ": tensor " + Quote(tensor.spec.name) + ": adopted parts add up to " +
+                    "more than its " + std::to_string(size) + " bytes");
+  }
+  return Status::Ok();
+}
+
 Status ShardWriter::WriteTensor(size_t tensor_index, const void* data, size_t num_bytes) {
   const std::string& path = file_.path().string();
-  if (tensor_index >= shard_.tensors.size()) {
-    return Internal(path + ": tensor index " + std::to_string(tensor_index) +
-                    " out of range for a shard of " + std::to_string(shard_.tensors.size()) +
-                    " tensors");
-  }
+  CKB_RETURN_IF_ERROR(CheckIndex(tensor_index));
   const PlannedTensor& tensor = shard_.tensors[tensor_index];
   const uint64_t expected = tensor.end - tensor.begin;
   if (num_bytes != expected) {
@@ -142,18 +177,62 @@ Status ShardWriter::WriteTensor(size_t tensor_index, const void* data, size_t nu
                     std::string(SafetensorsName(tensor.spec.dtype)) + " shape " +
                     ShapeString(tensor.spec.shape) + " needs " + std::to_string(expected));
   }
+  if (bytes_written_[tensor_index].load() != 0) {
+    return Internal(path + ": tensor " + Quote(tensor.spec.name) + " written whole and in parts");
+  }
   if (written_[tensor_index].exchange(true)) {
     return Internal(path + ": tensor " + Quote(tensor.spec.name) + " written twice");
   }
   Status status = file_.PWrite(shard_.header.size() + tensor.begin, data, num_bytes);
-  if (!status.ok()) written_[tensor_index] = false;
-  return status;
+  if (!status.ok()) {
+    written_[tensor_index] = false;
+    return status;
+  }
+  if (observer_) {
+    observer_({tensor_index, 0, shard_.header.size() + tensor.begin, true,
+               std::string_view(static_cast<const char*>(data), num_bytes)});
+  }
+  return Status::Ok();
+}
+
+Status ShardWriter::WriteTensorPart(size_t tensor_index, uint64_t offset, const void* data,
+                                    size_t num_bytes) {
+  const std::string& path = file_.path().string();
+  CKB_RETURN_IF_ERROR(CheckIndex(tensor_index));
+  const PlannedTensor& tensor = shard_.tensors[tensor_index];
+  const uint64_t size = tensor.end - tensor.begin;
+  if (offset > size || num_bytes > size - offset) {
+    return Internal(path + ": tensor " + Quote(tensor.spec.name) + ": bytes [" +
+                    std::to_string(offset) + ", " + std::to_string(offset + num_bytes) +
+                    ") lie outside its " + std::to_string(size) + " bytes");
+  }
+  if (written_[tensor_index].load()) {
+    return Internal(path + ": tensor " + Quote(tensor.spec.name) + " written whole and in parts");
+  }
+  CKB_RETURN_IF_ERROR(file_.PWrite(shard_.header.size() + tensor.begin + offset, data, num_bytes));
+  // Pieces never overlap (the engine cuts disjoint slices), so counting bytes
+  // is enough to know when a tensor is complete.
+  if (bytes_written_[tensor_index].fetch_add(num_bytes) + num_bytes > size) {
+    return Internal(path + ": tensor " + Quote(tensor.spec.name) + ": pieces add up to more than " +
+                    std::to_string(size) + " bytes");
+  }
+  if (observer_) Observe(tensor_index, offset, data, num_bytes);
+  return Status::Ok();
+}
+
+void ShardWriter::Observe(size_t tensor_index, uint64_t offset, const void* data,
+                          size_t num_bytes) const {
+  const uint64_t file_offset = shard_.header.size() + shard_.tensors[tensor_index].begin + offset;
+  observer_({tensor_index, offset, file_offset, false,
+             std::string_view(static_cast<const char*>(data), num_bytes)});
 }
 
 Status ShardWriter::Finish() {
   std::vector<std::string> missing;
   for (size_t i = 0; i < shard_.tensors.size(); ++i) {
-    if (!written_[i]) missing.push_back(shard_.tensors[i].spec.name);
+    const uint64_t size = shard_.tensors[i].end - shard_.tensors[i].begin;
+    const bool whole = written_[i] || (bytes_written_[i] == size && size > 0);
+    if (!whole) missing.push_back(shard_.tensors[i].spec.name);
   }
   if (!missing.empty()) {
     constexpr size_t kMaxNames = 10;

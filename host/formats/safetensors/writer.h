@@ -23,9 +23,11 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "host/base/dtype.h"
@@ -77,16 +79,54 @@ class ShardWriter {
  public:
   static Result<std::unique_ptr<ShardWriter>> Create(const std::filesystem::path& dir,
                                                      const PlannedShard& shard);
+  // Resume (host/engine/journal.h): reopens the shard file that an
+  // interrupted run of the same plan left in `dir` without discarding its
+  // data (creating it when it is gone, resizing it to the planned size when
+  // it is not), and rewrites the header. Nothing counts as written until it
+  // is Adopt()ed.
+  static Result<std::unique_ptr<ShardWriter>> Reopen(const std::filesystem::path& dir,
+                                                     const PlannedShard& shard);
+
+  // One successful write, as the observer sees it.
+  struct Written {
+    size_t tensor_index = 0;
+    uint64_t offset = 0;       // within the tensor
+    uint64_t file_offset = 0;  // within the shard file
+    bool whole = false;        // WriteTensor (true) or WriteTensorPart
+    std::string_view bytes;    // what was written; valid during the call
+  };
+  // Called after every successful write, on the writing thread (a resume
+  // journal checksums and records it). Set it before the first write.
+  void set_observer(std::function<void(const Written&)> observer) {
+    observer_ = std::move(observer);
+  }
+  // Counts bytes [offset, offset + num_bytes) of a tensor as written, whole
+  // or as a part as they were first written: an interrupted run wrote them
+  // and they were verified since. Internal error on a range outside the
+  // tensor or a tensor adopted or written twice.
+  Status Adopt(size_t tensor_index, uint64_t offset, uint64_t num_bytes, bool whole);
+  const PlannedShard& shard() const { return shard_; }
 
   // `data` must hold exactly the tensor's bytes (numel * dtype size).
   Status WriteTensor(size_t tensor_index, const void* data, size_t num_bytes);
+  // Writes bytes [offset, offset + num_bytes) of a tensor, for tensors that
+  // are produced in pieces (one expert of a fused expert tensor at a time).
+  // Pieces may come from several threads; Finish() checks that they add up
+  // to the whole tensor. A tensor is written whole or in parts, not both.
+  Status WriteTensorPart(size_t tensor_index, uint64_t offset, const void* data, size_t num_bytes);
   Status Finish();
 
  private:
   ShardWriter(const PlannedShard& shard, OutputFile file);
+  Status CheckIndex(size_t tensor_index) const;
   const PlannedShard& shard_;
   OutputFile file_;
   std::unique_ptr<std::atomic<bool>[]> written_;
+  // Bytes written per tensor by WriteTensorPart (whole writes count too).
+  std::unique_ptr<std::atomic<uint64_t>[]> bytes_written_;
+  std::function<void(const Written&)> observer_;
+  // Tells the observer about a part written by WriteTensorPart.
+  void Observe(size_t tensor_index, uint64_t offset, const void* data, size_t num_bytes) const;
 };
 
 // Writes model.safetensors.index.json into `dir` (only meaningful with more

@@ -400,6 +400,63 @@ TEST_F(ShardWriterTest, RejectsMisuse) {
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(file->Data(*file->Find("b"))), 4), "bbbb");
 }
 
+TEST_F(ShardWriterTest, WritesATensorInPartsAndChecksThatThePartsAddUp) {
+  Result<std::unique_ptr<ShardWriter>> created = ShardWriter::Create(dir_.path(), shard());
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  ShardWriter& writer = **created;
+
+  // 'a' (16 bytes) in four pieces, out of order.
+  ASSERT_TRUE(writer.WriteTensorPart(0, 12, "DDDD", 4).ok());
+  ASSERT_TRUE(writer.WriteTensorPart(0, 0, "AAAA", 4).ok());
+  ASSERT_TRUE(writer.WriteTensorPart(0, 8, "CCCC", 4).ok());
+
+  Status outside = writer.WriteTensorPart(0, 14, "xxxx", 4);
+  EXPECT_EQ(outside.code(), StatusCode::kInternal);
+  EXPECT_EQ(outside.message(),
+            ShardPath().string() + ": tensor 'a': bytes [14, 18) lie outside its 16 bytes");
+  Status whole_after_parts = writer.WriteTensor(0, std::string(16, 'a').data(), 16);
+  EXPECT_EQ(whole_after_parts.code(), StatusCode::kInternal);
+  EXPECT_EQ(whole_after_parts.message(),
+            ShardPath().string() + ": tensor 'a' written whole and in parts");
+  ASSERT_TRUE(writer.WriteTensor(1, "bbbb", 4).ok());
+  Status part_after_whole = writer.WriteTensorPart(1, 0, "b", 1);
+  EXPECT_EQ(part_after_whole.message(),
+            ShardPath().string() + ": tensor 'b' written whole and in parts");
+  ASSERT_TRUE(writer.WriteTensor(2, "ccc", 3).ok());
+
+  // Three of four pieces: 'a' is not complete.
+  Status unfinished = writer.Finish();
+  EXPECT_EQ(unfinished.code(), StatusCode::kInternal);
+  EXPECT_EQ(unfinished.message(), ShardPath().string() + ": 1 of 3 tensors never written: 'a'");
+
+  ASSERT_TRUE(writer.WriteTensorPart(0, 4, "BBBB", 4).ok());
+  Status too_much = writer.WriteTensorPart(0, 4, "BBBB", 4);
+  EXPECT_EQ(too_much.message(),
+            ShardPath().string() + ": tensor 'a': pieces add up to more than 16 bytes");
+}
+
+TEST_F(ShardWriterTest, PiecesOfOneTensorLandWhereTheyBelong) {
+  Result<std::unique_ptr<ShardWriter>> created = ShardWriter::Create(dir_.path(), shard());
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  ShardWriter& writer = **created;
+  ASSERT_TRUE(writer.WriteTensorPart(0, 8, "CCCCDDDD", 8).ok());
+  ASSERT_TRUE(writer.WriteTensorPart(0, 0, "AAAABBBB", 8).ok());
+  ASSERT_TRUE(writer.WriteTensor(1, "bbbb", 4).ok());
+  ASSERT_TRUE(writer.WriteTensorPart(2, 0, "ccc", 3).ok());
+  ASSERT_TRUE(writer.Finish().ok());
+  Result<File> file = File::Open(ShardPath());
+  ASSERT_TRUE(file.ok()) << file.status().message();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(file->Data(*file->Find("a"))), 16),
+            "AAAABBBBCCCCDDDD");
+  Result<TensorBytes> middle = file->ReadRange(*file->Find("a"), 4, 8);
+  ASSERT_TRUE(middle.ok()) << middle.status().message();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(middle->data()), middle->size()), "BBBBCCCC");
+  Result<TensorBytes> past = file->ReadRange(*file->Find("a"), 12, 5);
+  EXPECT_EQ(past.status().code(), StatusCode::kInternal);
+  EXPECT_EQ(past.status().message(),
+            ShardPath().string() + ": tensor 'a': bytes [12, 17) lie outside its 16 bytes");
+}
+
 TEST_F(ShardWriterTest, WritesFromManyThreadsInAnyOrder) {
   std::vector<TensorSpec> specs;
   for (int i = 0; i < 64; ++i) {

@@ -42,6 +42,7 @@
 
 #include "host/base/file.h"
 #include "host/base/numeric.h"
+#include "host/engine/execute.h"
 #include "host/engine/plan.h"
 #include "host/formats/safetensors/reader.h"
 #include "host/formats/safetensors/writer.h"
@@ -890,12 +891,13 @@ safetensors::TensorSpec RealSpec(const std::string& name, const json& c) {
 
 // The real index and config next to shards named as the index names them,
 // each with its real header, sized but sparse: no tensor data is written.
-void WriteSparseRealCheckpoint(const fs::path& dir) {
+// `config` replaces the real config (the tensor names do not depend on the
+// number of experts, which GPT-OSS keeps inside each tensor).
+void WriteSparseRealCheckpoint(const fs::path& dir, const json& config) {
   fs::create_directories(dir);
-  fs::copy_file(kRealFixture / "config.json", dir / "config.json");
+  ASSERT_TRUE(WriteFile(dir / "config.json", config.dump()).ok());
   fs::copy_file(kRealFixture / "model.safetensors.index.json",
                 dir / "model.safetensors.index.json");
-  const json config = ReadJson(kRealFixture / "config.json");
   const json index = ReadJson(kRealFixture / "model.safetensors.index.json");
   std::map<std::string, std::vector<safetensors::TensorSpec>> by_file;
   for (const auto& [name, file] : index["weight_map"].items()) {
@@ -911,6 +913,66 @@ void WriteSparseRealCheckpoint(const fs::path& dir) {
         safetensors::ShardWriter::Create(dir, plan->shards[0]);
     ASSERT_TRUE(writer.ok()) << writer.status().message();
   }
+}
+
+void WriteSparseRealCheckpoint(const fs::path& dir) {
+  WriteSparseRealCheckpoint(dir, ReadJson(kRealFixture / "config.json"));
+}
+
+// The largest working set of one unit (engine::UnitMemory) of the plan of
+// the real gpt-oss-20b index under `config`, over all units and over the
+// expert units only.
+struct UnitMemoryPeaks {
+  uint64_t all = 0;
+  uint64_t experts = 0;
+  uint64_t expert_tensor_bytes = 0;  // one layer's gate_up_proj_blocks
+};
+UnitMemoryPeaks PeaksOf(const fs::path& dir, const json& config) {
+  UnitMemoryPeaks peaks;
+  WriteSparseRealCheckpoint(dir, config);
+  Result<std::unique_ptr<safetensors::Checkpoint>> ckpt = safetensors::Checkpoint::Open(dir);
+  EXPECT_TRUE(ckpt.ok()) << ckpt.status().message();
+  Result<std::unique_ptr<Adapter>> adapter = MakeAdapter(config);
+  EXPECT_TRUE(adapter.ok()) << adapter.status().message();
+  if (!ckpt.ok() || !adapter.ok()) return peaks;
+  Result<RuleSet> rules =
+      (*adapter)->Rules(json{{"direction", "to_maxtext"}, {"scan_layers", true}}.dump());
+  EXPECT_TRUE(rules.ok()) << rules.status().message();
+  Result<engine::Plan> plan =
+      engine::PlanToMaxText(*rules, **ckpt, engine::ToMaxTextOptions{}, "plugin 'gptoss'");
+  EXPECT_TRUE(plan.ok()) << plan.status().message();
+  if (!plan.ok()) return peaks;
+  for (const engine::Unit& unit : plan->units) {
+    const uint64_t memory = engine::UnitMemory(*plan, unit);
+    peaks.all = std::max(peaks.all, memory);
+    if (unit.hf_leading_index >= 0) peaks.experts = std::max(peaks.experts, memory);
+  }
+  for (const engine::HfTensor& t : plan->hf_tensors) {
+    if (t.name == "model.layers.0.mlp.experts.gate_up_proj_blocks") {
+      peaks.expert_tensor_bytes = static_cast<uint64_t>(NumElementsUnchecked(t.shape));
+    }
+  }
+  return peaks;
+}
+
+TEST(RealIndexTest, MemoryPerUnitDoesNotGrowWithTheNumberOfExperts) {
+  // gpt-oss-20b as released (32 experts) and the same model with 128
+  // experts (gpt-oss-120b's count): the experts go one at a time, so the
+  // largest unit - and with it the memory a conversion needs - is the same.
+  TempDir tmp;
+  const json config = ReadJson(kRealFixture / "config.json");
+  json wide = config;
+  wide["num_local_experts"] = 128;
+  const UnitMemoryPeaks x32 = PeaksOf(tmp / "x32", config);
+  const UnitMemoryPeaks x128 = PeaksOf(tmp / "x128", wide);
+  ASSERT_GT(x32.experts, 0u);
+  EXPECT_EQ(x128.experts, x32.experts);
+  EXPECT_EQ(x128.all, x32.all);
+  EXPECT_EQ(x128.expert_tensor_bytes, 4 * x32.expert_tensor_bytes);
+  // One expert of gate_up: 5760 x 2880 values, blocks 8.3 MB, as f32 66 MB,
+  // and two bfloat16 outputs of 16.6 MB: well under 256 MiB, where a whole
+  // layer's experts (32 of them) took over 4 GiB.
+  EXPECT_LT(x32.experts, uint64_t{256} << 20);
 }
 
 // MaxText's gpt-oss-20b parameter shapes (maxtext-mapping.md §6.8), from the
@@ -989,8 +1051,9 @@ TEST(RealIndexTest, GptOss20bPlansWithEveryTensorAccountedFor) {
     EXPECT_EQ(read, index_names);
     EXPECT_TRUE(plan->ignored.empty());
     EXPECT_EQ(plan->read_bytes, total_size);
-    // 17 per-layer mappings x 24 layers, plus embedding, norm and lm_head.
-    EXPECT_EQ(plan->units.size(), 3u + 17u * 24u);
+    // 15 per-layer mappings and 2 converted one expert (of 32) at a time,
+    // x 24 layers, plus embedding, norm and lm_head.
+    EXPECT_EQ(plan->units.size(), 3u + (15u + 2u * 32u) * 24u);
     // Exactly MaxText's gpt-oss-20b parameters, in bfloat16.
     std::map<std::string, Shape> written;
     for (const engine::MtTensor& t : plan->mt_tensors) {
