@@ -7,6 +7,7 @@ packages=(
   cmake g++ make
   libboost-dev libboost-program-options-dev libboost-filesystem-dev
   nlohmann-json3-dev libzstd-dev libtbb-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libxxhash-dev pkg-config
 )
 
 missing=()

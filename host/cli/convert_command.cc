@@ -1,4 +1,5 @@
 // `ckptbridge convert`: HF <-> MaxText.
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -9,6 +10,7 @@
 #include "host/cli/format.h"
 #include "host/cli/progress.h"
 #include "host/engine/convert.h"
+#include "host/engine/receipt.h"
 
 namespace ckptbridge::cli {
 namespace po = boost::program_options;
@@ -52,6 +54,32 @@ Examples:
   ckptbridge convert --to hf --model llama3.1-8b --tokenizer path/to/hf gs-copy/0/items out/hf
 
 Options)";
+
+// What `--verify` found, as the receipt records it.
+nlohmann::json VerificationRecord(const Result<check::VerifyReport>& report) {
+  nlohmann::json record = {{"verified_at", engine::UtcTimestamp(std::chrono::system_clock::now())}};
+  if (!report.ok()) {
+    record["result"] = "error";
+    record["error"] = report.status().message();
+    return record;
+  }
+  uint64_t exact = 0, beyond = 0, max_ulp = 0;
+  for (const check::TensorCheck& t : report->tensors) {
+    exact += t.exact() ? 1 : 0;
+    beyond += t.ok() ? 0 : 1;
+    max_ulp = std::max(max_ulp, t.max_ulp);
+  }
+  record["result"] = report->ok() ? "ok" : "mismatch";
+  record["tensors"] = report->tensors.size();
+  record["exact"] = exact;
+  record["within_rounding"] = report->tensors.size() - exact - beyond;
+  record["beyond_rounding"] = beyond;
+  record["max_ulp"] = max_ulp;
+  record["fingerprint_failures"] = report->fingerprints.size();
+  record["structure_problems"] = report->structure.size();
+  record["slices"] = report->slices;
+  return record;
+}
 
 }  // namespace
 
@@ -265,7 +293,25 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
     verify.model_name = convert.model_name;
     verify.plugin_options = convert.plugin_options;
     verify.threads = convert.threads;
-    return RunVerification(verify, *plugins, quiet, out, err);
+    // As RunVerification, keeping the report for the receipt.
+    engine::Progress verify_progress;
+    ProgressLine verify_line(verify_progress, !quiet);
+    verify.progress = &verify_progress;
+    verify.cancel = &CancelFlag();
+    verify_line.Start();
+    Result<check::VerifyReport> report = check::Verify(verify, *plugins);
+    verify_line.Stop();
+    // The output is committed: the receipt is updated in place, atomically.
+    const Status recorded =
+        engine::RecordVerification(s.destination, convert.direction, VerificationRecord(report));
+    if (!report.ok()) return ReportError(err, "verify", report.status());
+    const int code =
+        PrintVerifyReport(*report, convert.source.string(), s.destination.string(), out);
+    if (!recorded.ok()) {
+      return ReportError(err, "convert",
+                         recorded.WithContext("cannot record the verification in the receipt"));
+    }
+    return code;
   }
   return 0;
 }

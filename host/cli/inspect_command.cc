@@ -13,6 +13,7 @@
 #include "host/cli/commands.h"
 #include "host/cli/format.h"
 #include "host/engine/convert.h"
+#include "host/engine/receipt.h"
 #include "host/formats/orbax/checkpoint.h"
 #include "host/formats/safetensors/reader.h"
 
@@ -36,6 +37,11 @@ PATH is either
     directory; shows the storage variant, whether layers are scanned, what
     ckptbridge recorded when it wrote it (source, plugin, MaxText model
     settings) and each array with its chunk shape and bytes on disk.
+
+Either way, an output of `ckptbridge convert` shows its receipt: ckptbridge
+and plugin versions, the rule-table hash, the flags, the dtype decisions,
+the source files with their XXH3-128 hashes and, after `convert --verify`,
+the verification result (`--json` includes the whole receipt).
 
 Examples:
   ckptbridge inspect path/to/Llama-3.1-8B
@@ -68,6 +74,99 @@ std::string PluginFor(const json& config, const Result<PluginRegistry>& plugins)
   Result<const LoadedPlugin*> plugin = engine::SelectPlugin(*plugins, config, "", &model_type);
   if (!plugin.ok()) return "none (" + plugin.status().message() + ")";
   return (*plugin)->name + " " + (*plugin)->version + " (model_type " + model_type + ")";
+}
+
+// A receipt field as text: strings as they are, anything else as JSON, "?"
+// when absent (a receipt from another version may lack it).
+std::string Field(const json& object, const char* key) {
+  if (!object.is_object() || !object.contains(key)) return "?";
+  const json& value = object[key];
+  return value.is_string() ? value.get<std::string>() : value.dump();
+}
+
+uint64_t Count(const json& object, const char* key) {
+  if (!object.is_object() || !object.contains(key) || !object[key].is_number_unsigned()) return 0;
+  return object[key].get<uint64_t>();
+}
+
+// Source files shown by name and hash; the rest are counted.
+constexpr size_t kReceiptFilesShown = 3;
+
+// The "receipt" section of `inspect`: who converted this, from what, how,
+// and whether it was verified.
+void PrintReceipt(std::ostream& out, const Result<std::optional<json>>& found) {
+  if (!found.ok()) {
+    out << "  receipt   unreadable (" << found.status().message() << ")\n";
+    return;
+  }
+  if (!found->has_value()) {
+    out << "  receipt   none (not written by ckptbridge, or by a version without receipts)\n";
+    return;
+  }
+  const json& r = **found;
+  const json empty = json::object();
+  auto part = [&](const char* key) -> const json& {
+    return r.contains(key) && r[key].is_object() ? r[key] : empty;
+  };
+  const json& plugin = part("plugin");
+  out << "  receipt   ckptbridge " << Field(part("ckptbridge"), "version") << ", plugin "
+      << Field(plugin, "name") << " " << Field(plugin, "version") << " (ABI "
+      << Field(plugin, "abi") << "), written " << Field(r, "written_at") << '\n';
+  const json& rules = part("rules");
+  out << "    rules     " << Field(rules, "hash") << " (" << Count(rules, "rules") << " rules, "
+      << Count(rules, "ignores") << " ignores, " << Count(rules, "renames") << " renames)\n";
+  std::string flags;
+  for (const auto& [key, value] : part("flags").items()) {
+    flags += (flags.empty() ? "" : " ") + key + "=" +
+             (value.is_string() ? value.get<std::string>() : value.dump());
+  }
+  out << "    flags     " << flags << '\n';
+  std::string dtypes;
+  for (const auto& [dtype, decision] : part("dtypes").items()) {
+    std::string from;
+    if (decision.is_object() && decision.contains("from") && decision["from"].is_object()) {
+      for (const auto& [source, n] : decision["from"].items()) {
+        from += (from.empty() ? "" : ", ") + source + " x" + n.dump();
+      }
+    }
+    dtypes += (dtypes.empty() ? "" : "; ") + dtype + " x" +
+              std::to_string(Count(decision, "tensors")) + " (from " + from + ")";
+  }
+  out << "    dtypes    " << dtypes << '\n';
+  const json& source = part("source");
+  out << "    source    " << Field(source, "format") << " " << Field(source, "path") << ", "
+      << Count(source, "file_count") << " files, " << HumanBytes(Count(source, "bytes")) << " ("
+      << Field(source, "hash") << ")\n";
+  if (source.contains("files") && source["files"].is_array()) {
+    const json& files = source["files"];
+    for (size_t i = 0; i < files.size() && i < kReceiptFilesShown; ++i) {
+      out << "              " << Field(files[i], "xxh3_128") << "  " << Field(files[i], "path")
+          << '\n';
+    }
+    if (files.size() > kReceiptFilesShown) {
+      out << "              ... and " << files.size() - kReceiptFilesShown
+          << " more (inspect --json lists them)\n";
+    }
+  }
+  if (!r.contains("verification") || !r["verification"].is_object()) {
+    out << "    verified  not run (convert --verify records it here)\n";
+    return;
+  }
+  const json& v = r["verification"];
+  out << "    verified  " << Field(v, "result") << " at " << Field(v, "verified_at");
+  if (v.contains("error")) {
+    out << ": " << Field(v, "error") << '\n';
+    return;
+  }
+  out << ": " << Count(v, "tensors") << " tensors, " << Count(v, "exact") << " exact, "
+      << Count(v, "within_rounding") << " within rounding, " << Count(v, "beyond_rounding")
+      << " beyond, max ULP " << Count(v, "max_ulp") << ", " << Count(v, "fingerprint_failures")
+      << " fingerprint failures\n";
+}
+
+json ReceiptJson(const Result<std::optional<json>>& found) {
+  if (!found.ok()) return {{"error", found.status().message()}};
+  return found->has_value() ? **found : json(nullptr);
 }
 
 int InspectHf(const fs::path& path, bool as_json, bool checksums,
@@ -116,6 +215,7 @@ int InspectHf(const fs::path& path, bool as_json, bool checksums,
   for (const auto& [name, count] : dtypes) {
     dtype_list += (dtype_list.empty() ? "" : ", ") + name + " x" + std::to_string(count);
   }
+  const Result<std::optional<json>> receipt = engine::ReadHfReceipt(path, ckpt);
 
   if (as_json) {
     json doc = {{"format", "huggingface"},
@@ -128,6 +228,7 @@ int InspectHf(const fs::path& path, bool as_json, bool checksums,
                 {"tensors", tensors}};
     for (const auto& f : ckpt.files()) doc["files"].push_back(f->path().filename().string());
     if (!config.is_null()) doc["plugin"] = PluginFor(config, plugins);
+    doc["receipt"] = ReceiptJson(receipt);
     out << doc.dump(2) << '\n';
     return 0;
   }
@@ -141,6 +242,7 @@ int InspectHf(const fs::path& path, bool as_json, bool checksums,
     out << "  plugin    " << PluginFor(config, plugins) << '\n';
   }
   for (const std::string& w : ckpt.warnings()) out << "  warning   " << w << '\n';
+  PrintReceipt(out, receipt);
   out << '\n';
   PrintTable(out, rows);
   return 0;
@@ -229,6 +331,8 @@ int InspectOrbax(const fs::path& path, bool as_json, bool checksums, std::ostrea
   }
   const std::string storage = std::string(item.uses_zarr3() ? "zarr3" : "zarr2") +
                               (item.uses_ocdbt() ? " in OCDBT" : ", no OCDBT");
+  const Result<std::optional<json>> receipt =
+      engine::OrbaxReceipt(custom, (item.location().item_dir / "_METADATA").string());
   std::string layers = "unknown";
   if (custom.is_object() && custom.contains("scan_layers") && custom["scan_layers"].is_boolean()) {
     layers = custom["scan_layers"].get<bool>() ? "scanned" : "unscanned";
@@ -240,6 +344,7 @@ int InspectOrbax(const fs::path& path, bool as_json, bool checksums, std::ostrea
                 {"total_bytes", total},      {"stored_bytes", stored_total},
                 {"custom_metadata", custom}, {"tensors", tensors}};
     if (item.location().step) doc["step"] = *item.location().step;
+    doc["receipt"] = ReceiptJson(receipt);
     out << doc.dump(2) << '\n';
     return 0;
   }
@@ -265,6 +370,7 @@ int InspectOrbax(const fs::path& path, bool as_json, bool checksums, std::ostrea
       PrintYaml(out, r["maxtext_config"], "    ");
     }
   }
+  PrintReceipt(out, receipt);
   out << '\n';
   PrintTable(out, rows);
   return 0;

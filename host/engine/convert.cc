@@ -8,6 +8,7 @@
 #include "host/base/json.h"
 #include "host/base/version.h"
 #include "host/engine/maxtext_tree.h"
+#include "host/engine/receipt.h"
 #include "host/engine/staging.h"
 #include "host/formats/orbax/checkpoint.h"
 #include "host/formats/safetensors/reader.h"
@@ -80,6 +81,31 @@ std::string RuleOptions(const ConvertOptions& convert, bool scan_layers) {
   return options.dump();
 }
 
+// The command-line choices that shape the output, for the receipt.
+json ReceiptFlags(const ConvertOptions& options, bool scan_layers) {
+  const bool to_hf = options.direction == Direction::kToHf;
+  json flags = {{"direction", to_hf ? "to_hf" : "to_maxtext"},
+                {"scan_layers", scan_layers},
+                {"save_dtype", options.save_dtype.empty() ? "default" : options.save_dtype},
+                {"plugin_options", options.plugin_options}};
+  if (!options.family.empty()) flags["family"] = options.family;
+  if (to_hf) {
+    flags["max_shard_bytes"] = options.max_shard_bytes;
+    std::error_code ec;
+    if (!options.hf_config_file.empty()) {
+      flags["hf_config"] = fs::absolute(options.hf_config_file, ec).lexically_normal().string();
+    }
+    if (!options.model_name.empty()) flags["model"] = options.model_name;
+    if (!options.tokenizer_dir.empty()) {
+      flags["tokenizer"] = fs::absolute(options.tokenizer_dir, ec).lexically_normal().string();
+    }
+  } else {
+    flags["ocdbt"] = options.ocdbt.value_or(true);
+    flags["zarr3"] = options.zarr3.value_or(true);
+  }
+  return flags;
+}
+
 Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegistry& plugins,
                                  const ConvertObserver& observer) {
   if (!options.hf_config_file.empty() || !options.model_name.empty() ||
@@ -136,6 +162,10 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   exec.adapter = adapter.get();
   CastAudit audit(options.allow_lossy);
   exec.cast_audit = &audit;
+  // The receipt names every byte read: hash the source on a thread of its
+  // own while the units read it (the page cache serves both).
+  CKB_ASSIGN_OR_RETURN(std::vector<SourceFile> receipt_files, HfSourceFiles(*source, config_path));
+  SourceHasher hasher(std::move(receipt_files), observer.cancel);
   CKB_RETURN_IF_ERROR(WriteMaxText(plan, *source, *writer, exec));
   CKB_RETURN_IF_ERROR(writer->AddScalar({"step"}, 0));
   CKB_RETURN_IF_ERROR(writer->AddEmptyDict({"opt_state"}));
@@ -156,6 +186,16 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
         {"dtypes", source_dtypes}}},
       {"save_dtype", options.save_dtype.empty() ? "bfloat16" : options.save_dtype},
   };
+  ReceiptInputs receipt;
+  receipt.plugin = plugin;
+  receipt.model_type = model_type;
+  receipt.rules = &rules;
+  receipt.plan = &plan;
+  receipt.flags = ReceiptFlags(options, scan);
+  receipt.source_format = "huggingface";
+  receipt.source_path = options.source;
+  CKB_ASSIGN_OR_RETURN(receipt.source_files, hasher.Wait());
+  record[kReceiptKey] = BuildReceipt(receipt);
   json custom = {{"scan_layers", scan}, {kMetadataKey, record}};
   CKB_RETURN_IF_ERROR(writer->Finish(custom));
   writer.reset();
@@ -184,6 +224,51 @@ Status CopyTokenizerFiles(const fs::path& from, const fs::path& to,
     Notice(observer, "copied tokenizer files from " + from.string() + ": " + list);
   }
   return Status::Ok();
+}
+
+// The receipt of a to-HF conversion. Every shard header carries it and is
+// final before the first tensor is written (safetensors/writer.h), so the
+// source is hashed first, not alongside.
+Result<json> HfReceipt(const ConvertOptions& options, const LoadedPlugin& plugin,
+                       const std::string& model_type, const RuleSet& rules, const Plan& plan,
+                       bool scan, const orbax::ItemReader& item, const ConvertObserver& observer) {
+  CKB_ASSIGN_OR_RETURN(std::vector<SourceFile> files, OrbaxSourceFiles(item));
+  if (!options.hf_config_file.empty()) {
+    // The config is an input too; its path is recorded relative to the item.
+    std::error_code ec;
+    const fs::path config = fs::absolute(options.hf_config_file, ec).lexically_normal();
+    const uint64_t bytes = fs::file_size(config, ec);
+    if (ec) return ErrnoError(options.hf_config_file.string(), ec.value());
+    files.push_back(
+        {config.lexically_relative(fs::absolute(item.location().item_dir, ec)).generic_string(),
+         config, bytes});
+  }
+  SourceHasher hasher(std::move(files), observer.cancel);
+  ReceiptInputs receipt;
+  receipt.plugin = &plugin;
+  receipt.model_type = model_type;
+  receipt.rules = &rules;
+  receipt.plan = &plan;
+  receipt.flags = ReceiptFlags(options, scan);
+  receipt.source_format = "orbax";
+  receipt.source_path = item.location().item_dir;
+  CKB_ASSIGN_OR_RETURN(receipt.source_files, hasher.Wait());
+  return BuildReceipt(receipt);
+}
+
+// ckptbridge_receipt.json beside the shards, and the receipt in the index's
+// metadata when there is an index.
+Status WriteHfReceipt(const fs::path& dir, const json& receipt, const json& embedded) {
+  CKB_RETURN_IF_ERROR(WriteFile(dir / kReceiptFileName, receipt.dump(2) + "\n"));
+  const fs::path index_path = dir / "model.safetensors.index.json";
+  std::error_code ec;
+  if (!fs::exists(index_path, ec)) return Status::Ok();
+  CKB_ASSIGN_OR_RETURN(json index, ParseJsonFile(index_path));
+  if (!index.is_object() || !index.contains("metadata") || !index["metadata"].is_object()) {
+    return Internal(index_path.string() + ": the index just written has no metadata object");
+  }
+  index["metadata"][kReceiptMetadataKey] = embedded;
+  return WriteFile(index_path, index.dump(2) + "\n");
 }
 
 Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry& plugins,
@@ -259,7 +344,12 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   exec.adapter = adapter.get();
   CastAudit audit(options.allow_lossy);
   exec.cast_audit = &audit;
-  CKB_RETURN_IF_ERROR(WriteHf(plan, *item, staged.staging(), options.max_shard_bytes, exec));
+  CKB_ASSIGN_OR_RETURN(json receipt,
+                       HfReceipt(options, *plugin, model_type, rules, plan, scan, *item, observer));
+  const json embedded = EmbeddedReceipt(receipt);
+  CKB_RETURN_IF_ERROR(WriteHf(plan, *item, staged.staging(), options.max_shard_bytes, exec,
+                              {{kReceiptMetadataKey, embedded.dump()}}));
+  CKB_RETURN_IF_ERROR(WriteHfReceipt(staged.staging(), receipt, embedded));
   CKB_RETURN_IF_ERROR(WriteFile(staged.staging() / "config.json", out_config.dump(2) + "\n"));
 
   fs::path tokenizer_dir = options.tokenizer_dir;
