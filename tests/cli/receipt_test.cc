@@ -277,6 +277,26 @@ TEST_F(ReceiptTest, ShardsOfTheSameConversionAreTheSameBytes) {
   EXPECT_FALSE(ReadJson(tmp / "hf" / "ckptbridge_receipt.json").contains("verification"));
 }
 
+TEST_F(ReceiptTest, AnHfConfigGivenOnTheCommandLineIsASourceFileToo) {
+  ASSERT_EQ(mt_run_->exit_code, 0) << mt_run_->err;
+  TempDir tmp;
+  CliRun run = RunCli({"convert", "--to", "hf", "--quiet", "--hf-config",
+                       (src() / "config.json").string(), mt().string(), (tmp / "hf").string()});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const json receipt = ReadJson(tmp / "hf" / "ckptbridge_receipt.json");
+  EXPECT_EQ(fs::path(receipt["flags"]["hf_config"].get<std::string>()),
+            fs::absolute(src() / "config.json").lexically_normal());
+  bool found = false;
+  for (const json& file : receipt["source"]["files"]) {
+    const std::string path = file["path"];
+    if (path.size() < 15 || path.substr(path.size() - 15) != "src/config.json") continue;
+    found = true;
+    EXPECT_EQ(file["xxh3_128"], FileXxh3(src() / "config.json"));
+    EXPECT_EQ(file["bytes"], fs::file_size(src() / "config.json"));
+  }
+  EXPECT_TRUE(found) << receipt["source"].dump(2);
+}
+
 TEST_F(ReceiptTest, UnreadableReceiptIsShownNotFatal) {
   ASSERT_EQ(hf_run_->exit_code, 0) << hf_run_->err;
   TempDir tmp;
