@@ -8,6 +8,7 @@
 #include "host/base/version.h"
 #include "host/engine/execute.h"
 #include "host/engine/plan.h"
+#include "host/engine/receipt.h"
 #include "host/engine/staging.h"
 #include "host/plugin/adapter.h"
 
@@ -387,6 +388,12 @@ Result<ConvertSummary> RewriteMaxText(const RewriteOptions& options, const Plugi
   CKB_RETURN_IF_ERROR(writer->AddEmptyDict({"opt_state"}));
   record["version"] = kVersion;
   record["rewritten_from"] = fs::absolute(options.source, ec).lexically_normal().string();
+  // The receipt describes the conversion that wrote the source, not this
+  // rewrite: kept for provenance, but not as this checkpoint's receipt.
+  if (record.contains(kReceiptKey)) {
+    record["source_receipt"] = std::move(record[kReceiptKey]);
+    record.erase(kReceiptKey);
+  }
   CKB_RETURN_IF_ERROR(writer->Finish({{"scan_layers", target_scan}, {kMetadataKey, record}}));
   writer.reset();
   CKB_RETURN_IF_ERROR(staged.Commit());

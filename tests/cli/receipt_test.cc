@@ -297,6 +297,20 @@ TEST_F(ReceiptTest, AnHfConfigGivenOnTheCommandLineIsASourceFileToo) {
   EXPECT_TRUE(found) << receipt["source"].dump(2);
 }
 
+TEST_F(ReceiptTest, StripKeepsTheSourceReceiptButNotAsItsOwn) {
+  ASSERT_EQ(mt_run_->exit_code, 0) << mt_run_->err;
+  TempDir tmp;
+  CliRun run = RunCli({"strip", "--quiet", mt().string(), (tmp / "stripped").string()});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  Result<std::unique_ptr<orbax::ItemReader>> item = orbax::ItemReader::Open(tmp / "stripped");
+  ASSERT_TRUE(item.ok()) << item.status().message();
+  const json& record = (*item)->tree().custom_metadata.at("ckptbridge");
+  EXPECT_FALSE(record.contains("receipt"));
+  EXPECT_EQ(record.at("source_receipt"), OrbaxReceiptOf(mt()));
+  CliRun inspect = RunCli({"inspect", (tmp / "stripped").string()});
+  EXPECT_THAT(inspect.out, HasSubstr("  receipt   none"));
+}
+
 TEST_F(ReceiptTest, UnreadableReceiptIsShownNotFatal) {
   ASSERT_EQ(hf_run_->exit_code, 0) << hf_run_->err;
   TempDir tmp;
