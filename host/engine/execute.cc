@@ -75,6 +75,12 @@ Result<std::string> Narrow(DType dtype, const Tensor& t, const std::string& name
 
 uint64_t Elements(const Shape& shape) { return static_cast<uint64_t>(NumElementsUnchecked(shape)); }
 
+// Whether elements of `from` can be moved into `to` as they are stored: the
+// same dtype, of a size RunLayoutChain moves.
+bool SameElements(DType from, DType to) {
+  return from == to && (DTypeSize(from) == 2 || DTypeSize(from) == 4);
+}
+
 // Where a custom transform's inputs come from, to prefix the plugin's error
 // (the plugin sees buffers, not names): "<file>: tensors 'w' and 'w_scale'",
 // with each tensor's file when they differ, and the slice of a leading-axis
@@ -316,6 +322,29 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
   return RunUnits(plan, options, [&](const Unit& unit) -> Status {
     const PlannedRule& rule = plan.rules[unit.rule];
     CKB_ASSIGN_OR_RETURN(const Chain forward, UnitChain(rule, unit, Direction::kToMaxText));
+    if (unit.hf_tensors.size() == 1 && rule.mt_tensors.size() == 1 &&
+        SameElements(plan.hf_tensors[unit.hf_tensors[0]].dtype,
+                     plan.mt_tensors[rule.mt_tensors[0]].dtype) &&
+        IsLayoutOnly(forward)) {
+      // Values only move and the dtype stays: move the stored elements,
+      // skipping the f32 round trip (the common bf16 -> bf16 kernel).
+      const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[0]];
+      const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[0]];
+      const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
+      if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
+      const HfPart part = UnitHfPart(hf, unit);
+      std::string bytes;
+      {
+        CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes in,
+                             t->file->ReadRange(*t->info, part.byte_offset, part.num_bytes));
+        bytes.assign(reinterpret_cast<const char*>(in.data()), in.size());
+      }
+      CKB_RETURN_IF_ERROR(RunLayoutChain(forward, DTypeSize(mt.dtype), bytes));
+      std::vector<int64_t> origin;
+      Shape extent;
+      UnitMtRegion(rule, unit, 0, mt.shape, origin, extent);
+      return WriteRegionChunks(writer, mt, origin, extent, bytes);
+    }
     std::vector<Tensor> tensors;
     size_t first_step = 0;
     if (!rule.forward.steps.empty() && rule.forward.steps[0].op.kind == OpKind::kCustom) {
@@ -398,6 +427,32 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
 
   CKB_RETURN_IF_ERROR(RunUnits(plan, options, [&](const Unit& unit) -> Status {
     const PlannedRule& rule = plan.rules[unit.rule];
+    CKB_ASSIGN_OR_RETURN(const Chain backward, UnitChain(rule, unit, Direction::kToHf));
+    if (unit.hf_tensors.size() == 1 && rule.mt_tensors.size() == 1 &&
+        SameElements(plan.hf_tensors[unit.hf_tensors[0]].dtype,
+                     plan.mt_tensors[rule.mt_tensors[0]].dtype) &&
+        IsLayoutOnly(backward)) {
+      // As to MaxText: move the stored elements, no f32 round trip.
+      const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[0]];
+      const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[0]];
+      std::vector<int64_t> origin;
+      Shape extent;
+      UnitMtRegion(rule, unit, 0, mt.shape, origin, extent);
+      std::string bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype),
+                        '\0');
+      {
+        const std::unique_ptr<orbax::ArrayReader> reader =
+            source.Reader(*arrays[rule.mt_tensors[0]]);
+        CKB_RETURN_IF_ERROR(reader->ReadRegion(origin, extent, bytes.data()));
+      }
+      CKB_RETURN_IF_ERROR(RunLayoutChain(backward, DTypeSize(hf.dtype), bytes));
+      const auto [shard, index] = shards.location.at(hf.name);
+      if (unit.partial()) {
+        const HfPart part = UnitHfPart(hf, unit);
+        return writers[shard]->WriteTensorPart(index, part.byte_offset, bytes.data(), bytes.size());
+      }
+      return writers[shard]->WriteTensor(index, bytes.data(), bytes.size());
+    }
     std::vector<Tensor> tensors;
     for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
@@ -414,7 +469,6 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
                            Widen(mt.dtype, bytes.data(), UnitMtSliceShape(rule, unit, i)));
       tensors.push_back(std::move(t));
     }
-    CKB_ASSIGN_OR_RETURN(const Chain backward, UnitChain(rule, unit, Direction::kToHf));
     CKB_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, RunChain(backward, std::move(tensors)));
     for (size_t j = 0; j < outputs.size(); ++j) {
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[j]];

@@ -310,25 +310,25 @@ constexpr int64_t kTile = 32;
 
 }  // namespace
 
-Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm) {
-  const size_t full_rank = in.shape.size();
-  Tensor out;
-  out.shape.resize(full_rank);
-  for (size_t i = 0; i < full_rank; ++i) out.shape[i] = in.shape[perm[i]];
-  out.data.resize(in.data.size());
-  if (in.data.empty()) return out;
+namespace {
 
+// Transposes `shape`-shaped elements of type T from `src` into `dst` (which
+// holds as many). One kernel for f32 tensors and for raw 16- and 32-bit
+// elements moved without a cast (TransposeElements).
+template <typename T>
+void TransposeKernel(const T* src, const Shape& in_shape, const std::vector<int64_t>& perm,
+                     T* dst) {
+  const int64_t total = NumElementsUnchecked(in_shape);
+  if (total == 0) return;
   Shape shape;
   std::vector<int64_t> p;
-  CoalesceAxes(in.shape, perm, shape, p);
+  CoalesceAxes(in_shape, perm, shape, p);
   const size_t rank = shape.size();
-  const float* src = in.data.data();
-  float* dst = out.data.data();
   bool identity = true;
   for (size_t i = 0; i < rank; ++i) identity &= p[i] == static_cast<int64_t>(i);
   if (identity) {
-    std::copy(in.data.begin(), in.data.end(), out.data.begin());
-    return out;
+    std::copy(src, src + total, dst);
+    return;
   }
 
   // Strides of each input axis in the input and in the output.
@@ -345,7 +345,6 @@ Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm) {
     // output in order.
     const int64_t row = shape[inner];
     std::vector<int64_t> index(rank, 0);
-    const int64_t total = static_cast<int64_t>(out.data.size());
     int64_t offset = 0;
     for (int64_t o = 0; o < total; o += row) {
       std::copy(src + offset, src + offset + row, dst + o);
@@ -357,7 +356,7 @@ Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm) {
         index[d] = 0;
       }
     }
-    return out;
+    return;
   }
 
   // Otherwise two axes matter for the cache: the input's innermost (`inner`)
@@ -379,15 +378,15 @@ Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm) {
       for (int64_t z0 = 0; z0 < n_inner; z0 += kTile) {
         const int64_t z1 = std::min(n_inner, z0 + kTile);
         for (int64_t a = a0; a < a1; ++a) {
-          const float* s = src + in_base + a * in_outer;
-          float* d = dst + out_base + a;
+          const T* s = src + in_base + a * in_outer;
+          T* d = dst + out_base + a;
           for (int64_t z = z0; z < z1; ++z) d[z * out_inner] = s[z];
         }
       }
     }
     size_t k = rest.size();
     for (;;) {
-      if (k == 0) return out;
+      if (k == 0) return;
       --k;
       const size_t axis = rest[k];
       in_base += in_strides[axis];
@@ -398,6 +397,52 @@ Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm) {
       index[k] = 0;
     }
   }
+}
+
+}  // namespace
+
+Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm) {
+  Tensor out;
+  out.shape.resize(in.shape.size());
+  for (size_t i = 0; i < in.shape.size(); ++i) out.shape[i] = in.shape[perm[i]];
+  out.data.resize(in.data.size());
+  TransposeKernel(in.data.data(), in.shape, perm, out.data.data());
+  return out;
+}
+
+bool IsLayoutOnly(const Chain& chain) {
+  if (chain.inputs.size() != 1 || chain.outputs.size() != 1) return false;
+  for (const ChainStep& step : chain.steps) {
+    if (step.op.kind != OpKind::kTranspose && step.op.kind != OpKind::kReshape) return false;
+  }
+  return true;
+}
+
+Status RunLayoutChain(const Chain& chain, size_t element_size, std::string& bytes) {
+  if (!IsLayoutOnly(chain)) return Internal("not a chain of transposes and reshapes");
+  if (element_size != 2 && element_size != 4) {
+    return Internal("layout chains move 2- or 4-byte elements, not " +
+                    std::to_string(element_size));
+  }
+  const auto n = static_cast<size_t>(NumElementsUnchecked(chain.inputs[0]));
+  if (bytes.size() != n * element_size) {
+    return Internal("layout chain: " + std::to_string(bytes.size()) + " bytes for " +
+                    std::to_string(n) + " elements of " + std::to_string(element_size));
+  }
+  std::string scratch;
+  for (const ChainStep& step : chain.steps) {
+    if (step.op.kind != OpKind::kTranspose) continue;  // a reshape moves nothing
+    scratch.resize(bytes.size());
+    if (element_size == 2) {
+      TransposeKernel(reinterpret_cast<const uint16_t*>(bytes.data()), step.in[0], step.op.values,
+                      reinterpret_cast<uint16_t*>(scratch.data()));
+    } else {
+      TransposeKernel(reinterpret_cast<const uint32_t*>(bytes.data()), step.in[0], step.op.values,
+                      reinterpret_cast<uint32_t*>(scratch.data()));
+    }
+    bytes.swap(scratch);
+  }
+  return Status::Ok();
 }
 
 void Scale(Tensor& t, float factor) {

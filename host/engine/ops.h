@@ -67,6 +67,17 @@ Result<Chain> InvertChain(const Chain& chain);
 Result<std::vector<Tensor>> RunChain(const Chain& chain, std::vector<Tensor> inputs,
                                      size_t first_step = 0);
 
+// Whether `chain` only moves values: one input, one output, nothing but
+// transposes and reshapes (most kernels of every family). Such a chain can
+// run on the stored elements themselves when the input and output dtypes
+// are the same, with no f32 round trip (RunLayoutChain).
+bool IsLayoutOnly(const Chain& chain);
+
+// Runs a layout-only chain on `bytes`, C-order elements of `element_size`
+// bytes (2 or 4) shaped as the chain's input; on return they are shaped as
+// its output. Bit-exact by construction.
+Status RunLayoutChain(const Chain& chain, size_t element_size, std::string& bytes);
+
 // Kernels, exposed for tests and benchmarks. Shapes are assumed valid.
 Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm);
 void Scale(Tensor& t, float factor);
