@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -84,6 +85,50 @@ TEST(TransposeTest, EveryPermutationOfFourAxesMatchesIndexArithmetic) {
           }
     ExpectRoundTrip(Op(OpKind::kTranspose, perm), {t});
   } while (std::next_permutation(perm.begin(), perm.end()));
+}
+
+TEST(LayoutChainTest, MovesStoredElementsAsTheF32ChainMovesValues) {
+  // transpose(0, 2, 1, 3) -> reshape -> transpose, on 16- and 32-bit
+  // elements, against the f32 kernels on the same element values.
+  const Shape shape = {3, 33, 40, 2};
+  Result<Chain> chain =
+      ResolveChain({Op(OpKind::kTranspose, {0, 2, 1, 3}), Op(OpKind::kReshape, {120, 66}),
+                    Op(OpKind::kTranspose, {1, 0})},
+                   {shape});
+  ASSERT_TRUE(chain.ok()) << chain.status().message();
+  ASSERT_TRUE(IsLayoutOnly(*chain));
+  Tensor t = Iota(shape);
+  Result<std::vector<Tensor>> want = RunChain(*chain, {t});
+  ASSERT_TRUE(want.ok());
+  for (size_t size : {size_t{2}, size_t{4}}) {
+    std::string bytes(t.data.size() * size, '\0');
+    for (size_t i = 0; i < t.data.size(); ++i) {
+      const auto v = static_cast<uint32_t>(t.data[i]);
+      std::memcpy(bytes.data() + i * size, &v, size);  // little-endian low bytes
+    }
+    ASSERT_TRUE(RunLayoutChain(*chain, size, bytes).ok());
+    ASSERT_EQ(bytes.size(), t.data.size() * size);
+    for (size_t i = 0; i < t.data.size(); ++i) {
+      uint32_t v = 0;
+      std::memcpy(&v, bytes.data() + i * size, size);
+      ASSERT_EQ(v, static_cast<uint32_t>((*want)[0].data[i])) << size << " bytes, element " << i;
+    }
+  }
+}
+
+TEST(LayoutChainTest, RefusesWhatItCannotMove) {
+  Result<Chain> scaled =
+      ResolveChain({Op(OpKind::kTranspose, {1, 0}), Op(OpKind::kScale)}, {{2, 3}});
+  ASSERT_TRUE(scaled.ok());
+  EXPECT_FALSE(IsLayoutOnly(*scaled));
+  std::string bytes(12, '\0');
+  EXPECT_EQ(RunLayoutChain(*scaled, 2, bytes).message(), "not a chain of transposes and reshapes");
+  Result<Chain> plain = ResolveChain({Op(OpKind::kTranspose, {1, 0})}, {{2, 3}});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(RunLayoutChain(*plain, 3, bytes).message(),
+            "layout chains move 2- or 4-byte elements, not 3");
+  EXPECT_EQ(RunLayoutChain(*plain, 4, bytes).message(),
+            "layout chain: 12 bytes for 6 elements of 4");
 }
 
 TEST(TransposeTest, RejectsBadPermutations) {
