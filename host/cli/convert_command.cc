@@ -137,8 +137,8 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
        "Bytes the slices in flight may hold together, e.g. 1G, 512MiB (default: a quarter of "
        "the physical memory). A slice that alone needs more runs by itself, with a note")
       ("verify", po::bool_switch(),
-       "Then compare the output with the source, as `ckptbridge verify` does; exit 1 on a "
-       "mismatch")
+       "Then compare the output with the source, as `ckptbridge verify` does, and record the "
+       "result in the output's receipt (see `ckptbridge inspect`); exit 1 on a mismatch")
       ("quiet,q", po::bool_switch(), "No progress line and no notes; errors only");
   // clang-format on
   AddPluginOptions(options);
