@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "host/base/dtype.h"
+#include "host/base/numeric.h"
 #include "host/base/shape.h"
 #include "host/base/status.h"
 #include "host/engine/convert.h"
@@ -343,6 +344,9 @@ struct HfSpec {
   std::string name;
   Shape shape;
   bool lossy = false;  // read by a lossy rule: not compared bit for bit
+  // Read by a keep_f32 rule: comes back as float32 holding the source's
+  // values exactly, whatever dtype the source had (CKB_RULE_KEEP_F32).
+  bool keep_f32 = false;
 };
 
 // Every HF tensor the to-MaxText rules read, with its slice shape.
@@ -359,6 +363,7 @@ Result<std::vector<HfSpec>> HfTensorsOf(const RuleSet& rules) {
                                  ShapeString(in.dims) + " by " + RuleName(rule));
         }
         it->second.lossy |= rule.lossy();
+        it->second.keep_f32 |= rule.keep_f32();
       }
     }
   }
@@ -617,8 +622,17 @@ void RoundTrip(const PluginRegistry& registry, const LoadedPlugin& plugin, const
       ++lossy;
       continue;
     }
-    const RawTensor& a = original->at(spec.name);
+    RawTensor a = original->at(spec.name);
     const RawTensor& b = it->second;
+    if (spec.keep_f32 && a.dtype != DType::kF32 && b.dtype == DType::kF32 && a.shape == b.shape &&
+        ReadableAsF32(a.dtype)) {
+      // Widening is exact: compare the float32 the source's values are.
+      std::vector<float> wide(static_cast<size_t>(NumElementsUnchecked(a.shape)));
+      if (ToF32(a.dtype, a.bytes.data(), wide.data(), wide.size()).ok()) {
+        a.dtype = DType::kF32;
+        a.bytes.assign(reinterpret_cast<const char*>(wide.data()), wide.size() * 4);
+      }
+    }
     if (a.dtype != b.dtype || a.shape != b.shape) {
       differ.push_back(spec.name + " (" + std::string(SafetensorsName(a.dtype)) +
                        ShapeString(a.shape) + " came back as " +
