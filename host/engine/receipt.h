@@ -16,7 +16,11 @@
 //                 a tensor made of inputs of several dtypes counts under
 //                 "bfloat16+float32")
 //   source        {"format", "path", "hash": "xxh3-128", "file_count", "bytes",
-//                  "files": [{"path", "bytes", "xxh3_128"}], "files_digest"}
+//                  "files": [{"path", "bytes", "xxh3_128"}], "files_digest"}:
+//                 files sorted by path (relative to the HF folder or the Orbax
+//                 item); files_digest is the XXH3-128 of one line
+//                 "path\0bytes\0hash\n" per file, so one value compares a whole
+//                 source
 //   verification  only once `convert --verify` ran: its outcome
 //
 // Where it lives:
@@ -30,10 +34,13 @@
 //            The copies inside the shards and the index are written before
 //            verification can run, so they never hold "verification"; they
 //            leave out "written_at" too, so that converting the same input
-//            the same way gives byte-identical shards; with
-//            more than kMaxEmbeddedFiles source files they hold the counts and
+//            the same way gives byte-identical shards; with more than
+//            kMaxEmbeddedFiles source files they hold the counts and
 //            files_digest instead of the list (a non-OCDBT Orbax source has a
 //            file per chunk, which would bloat every shard header).
+//   `strip` and `restack` keep their source's receipt as
+//   custom_metadata["ckptbridge"]["source_receipt"]: it describes the
+//   conversion that wrote their input, not the rewrite.
 //
 // Hashes are XXH3-128 (libxxhash), streamed through a fixed buffer: memory
 // does not grow with the source. The rule-table hash covers a canonical
