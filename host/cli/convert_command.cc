@@ -131,6 +131,14 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
        "Also convert multi-token-prediction layers, for families whose plugin maps them "
        "(without it they are skipped, with a note)")
       ("overwrite", po::bool_switch(), "Replace DESTINATION if it exists (at the very end)")
+      ("resume", po::bool_switch(),
+       "Continue a run of this same conversion that was killed (SIGKILL, OOM killer, power "
+       "loss): its unfinished output next to DESTINATION is re-verified piece by piece (CRC-32C), "
+       "what is intact is kept, the rest is converted; the result is the same as an "
+       "uninterrupted run's. With no such leftover, a fresh run starts (with a note); a leftover "
+       "of a different conversion (other source files, options or plugin version) is refused "
+       "with exit code 2, naming what differs. A run stopped by Ctrl-C, SIGTERM or an error "
+       "cleans up after itself and leaves nothing to resume")
       ("threads", po::value<int>()->value_name("N")->default_value(0),
        "Worker threads; 0 uses every core")
       ("max-memory", po::value<std::string>()->value_name("SIZE"),
@@ -212,6 +220,7 @@ int RunConvertCommand(const std::vector<std::string>& args, std::ostream& out, s
   if (vars.count("tokenizer")) convert.tokenizer_dir = vars["tokenizer"].as<std::string>();
   if (vars.count("family")) convert.family = vars["family"].as<std::string>();
   convert.overwrite = vars["overwrite"].as<bool>();
+  convert.resume = vars["resume"].as<bool>();
   if (vars["multimodal"].as<bool>()) convert.plugin_options["multimodal"] = true;
   if (vars["mtp"].as<bool>()) convert.plugin_options["mtp"] = true;
   convert.threads = vars["threads"].as<int>();

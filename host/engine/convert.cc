@@ -7,6 +7,7 @@
 #include "host/base/file.h"
 #include "host/base/json.h"
 #include "host/base/version.h"
+#include "host/engine/journal.h"
 #include "host/engine/maxtext_tree.h"
 #include "host/engine/receipt.h"
 #include "host/engine/staging.h"
@@ -56,6 +57,86 @@ void ReportIgnored(const ConvertObserver& observer, const Plan& plan) {
     if (group.names.size() > 1) line += ", ...";
     Notice(observer, line);
   }
+}
+
+// The fingerprint of a conversion (journal.h): what a killed run and its
+// resume must agree on for the pieces of one to serve the other.
+json ConversionFingerprint(const ConvertOptions& options, const LoadedPlugin& plugin,
+                           const std::string& model_type, bool scan, const json& hf_config,
+                           const Plan& plan, json source_files) {
+  const bool to_hf = options.direction == Direction::kToHf;
+  std::error_code ec;
+  json fingerprint = {
+      {"ckptbridge", kVersion},
+      {"direction", to_hf ? "hf" : "maxtext"},
+      {"plugin", plugin.name + " " + plugin.version},
+      {"model_type", model_type},
+      {"hf_config", hf_config},
+      {"options", {{"scan_layers", scan}, {"plugin_options", options.plugin_options}}},
+      {"source",
+       {{"path", fs::absolute(options.source, ec).lexically_normal().string()},
+        {"files", std::move(source_files)}}},
+      {"plan", Journal::FingerprintPlan(plan)}};
+  if (to_hf) {
+    fingerprint["options"]["max_shard_bytes"] = options.max_shard_bytes;
+  } else {
+    fingerprint["options"]["ocdbt"] = options.ocdbt.value_or(true);
+    fingerprint["options"]["zarr3"] = options.zarr3.value_or(true);
+  }
+  return fingerprint;
+}
+
+// Where a conversion writes: a new staging directory with a new journal,
+// or with --resume the staging directory and journal an interrupted run of
+// the same conversion left, re-verified.
+struct Output {
+  StagedOutput staged;
+  std::unique_ptr<Journal> journal;
+};
+
+Result<Output> StartOutput(const ConvertOptions& options, StagedOutput::Kind kind,
+                           const json& fingerprint, size_t units, const ConvertObserver& observer) {
+  if (options.resume) {
+    std::vector<std::string> refused;
+    for (const fs::path& dir : LeftoverStagingDirs(options.destination, kind)) {
+      Result<std::unique_ptr<Journal>> journal = Journal::Open(dir, fingerprint);
+      if (!journal.ok()) {
+        if (journal.status().code() == StatusCode::kInvalidArgument) {
+          refused.push_back(journal.status().message());
+        } else {
+          Notice(observer, "not resuming " + dir.string() + ": " + journal.status().message());
+        }
+        continue;
+      }
+      CKB_ASSIGN_OR_RETURN(StagedOutput staged,
+                           StagedOutput::Resume(dir, options.destination, options.overwrite));
+      const Journal::Verified verified = (*journal)->Verify(options.threads);
+      std::string line = "resuming " + dir.string() + ": " + std::to_string(verified.units) +
+                         " of " + std::to_string(units) + " units done and verified (" +
+                         std::to_string(verified.pieces) + " pieces)";
+      if (verified.bad_pieces > 0) {
+        line += "; " + std::to_string(verified.bad_pieces) +
+                " pieces failed re-verification, so their " + std::to_string(verified.bad_units) +
+                " units are redone (first: " + verified.first_problem + ")";
+      }
+      if (verified.damaged_lines > 0) {
+        line += "; " + std::to_string(verified.damaged_lines) + " damaged journal lines ignored";
+      }
+      Notice(observer, line);
+      return Output{std::move(staged), std::move(*journal)};
+    }
+    if (!refused.empty()) {
+      return InvalidArgument("--resume: " + refused[0] +
+                             "; delete it to start over, or convert without --resume");
+    }
+    Notice(observer, "nothing to resume next to " + options.destination.string() +
+                         ": no interrupted run of this conversion; starting from scratch");
+  }
+  CKB_ASSIGN_OR_RETURN(StagedOutput staged,
+                       StagedOutput::Begin(options.destination, options.overwrite, kind));
+  CKB_ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal,
+                       Journal::Create(staged.staging(), fingerprint));
+  return Output{std::move(staged), std::move(journal)};
 }
 
 ConvertSummary Summarize(const LoadedPlugin& plugin, const std::string& model_type, bool scan,
@@ -144,15 +225,27 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   ReportIgnored(observer, plan);
   if (observer.planned) observer.planned(plan);
 
-  CKB_ASSIGN_OR_RETURN(
-      StagedOutput staged,
-      StagedOutput::Begin(options.destination, options.overwrite, StagedOutput::Kind::kOrbax));
+  // The source files the plan reads, for the resume fingerprint.
+  const fs::path source_root = config_path.parent_path();
+  std::vector<std::string> source_names = {"config.json"};
+  for (const auto& file : source->files()) {
+    source_names.push_back(file->path().lexically_relative(source_root).generic_string());
+  }
+  CKB_ASSIGN_OR_RETURN(json source_files, Journal::FingerprintFiles(source_root, source_names));
+  CKB_ASSIGN_OR_RETURN(Output output,
+                       StartOutput(options, StagedOutput::Kind::kOrbax,
+                                   ConversionFingerprint(options, *plugin, model_type, scan,
+                                                         hf_config, plan, std::move(source_files)),
+                                   plan.units.size(), observer));
+  StagedOutput& staged = output.staged;
   orbax::WriteOptions write_options;
+  write_options.resume = output.journal->resumed();
   write_options.ocdbt = options.ocdbt.value_or(true);
   write_options.zarr3 = options.zarr3.value_or(true);
   write_options.final_root = staged.destination();
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::CheckpointWriter> writer,
                        orbax::CheckpointWriter::Create(staged.staging(), write_options));
+  output.journal->Attach(*writer);
   ExecuteOptions exec;
   exec.threads = options.threads;
   exec.max_memory = options.max_memory ? options.max_memory : DefaultMaxMemory();
@@ -166,6 +259,7 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   // own while the units read it (the page cache serves both).
   CKB_ASSIGN_OR_RETURN(std::vector<SourceFile> receipt_files, HfSourceFiles(*source, config_path));
   SourceHasher hasher(std::move(receipt_files), observer.cancel);
+  output.journal->Install(exec);
   CKB_RETURN_IF_ERROR(WriteMaxText(plan, *source, *writer, exec));
   CKB_RETURN_IF_ERROR(writer->AddScalar({"step"}, 0));
   CKB_RETURN_IF_ERROR(writer->AddEmptyDict({"opt_state"}));
@@ -332,9 +426,13 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
     if (out_config.contains("dtype")) out_config["dtype"] = name;
   }
 
-  CKB_ASSIGN_OR_RETURN(StagedOutput staged,
-                       StagedOutput::Begin(options.destination, options.overwrite,
-                                           StagedOutput::Kind::kHuggingFace));
+  CKB_ASSIGN_OR_RETURN(json source_files, Journal::FingerprintFiles(item->location().item_dir));
+  CKB_ASSIGN_OR_RETURN(Output output,
+                       StartOutput(options, StagedOutput::Kind::kHuggingFace,
+                                   ConversionFingerprint(options, *plugin, model_type, scan,
+                                                         hf_config, plan, std::move(source_files)),
+                                   plan.units.size(), observer));
+  StagedOutput& staged = output.staged;
   ExecuteOptions exec;
   exec.threads = options.threads;
   exec.max_memory = options.max_memory ? options.max_memory : DefaultMaxMemory();
@@ -347,6 +445,7 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   CKB_ASSIGN_OR_RETURN(json receipt,
                        HfReceipt(options, *plugin, model_type, rules, plan, scan, *item, observer));
   const json embedded = EmbeddedReceipt(receipt);
+  output.journal->Install(exec);
   CKB_RETURN_IF_ERROR(WriteHf(plan, *item, staged.staging(), options.max_shard_bytes, exec,
                               {{kReceiptMetadataKey, embedded.dump()}}));
   CKB_RETURN_IF_ERROR(WriteHfReceipt(staged.staging(), receipt, embedded));
@@ -514,12 +613,13 @@ Result<ConvertSummary> Convert(const ConvertOptions& options, const PluginRegist
   // directory. Say so rather than delete it: another conversion to the same
   // destination may be writing it right now.
   const std::vector<fs::path> leftovers = LeftoverStagingDirs(options.destination);
-  if (!leftovers.empty()) {
+  if (!leftovers.empty() && !options.resume) {
     std::string list;
     for (const fs::path& p : leftovers) list += (list.empty() ? "" : " ") + p.string();
     Notice(observer, std::to_string(leftovers.size()) +
                          " unfinished output(s) of an interrupted earlier run lie next to the "
-                         "destination; delete them once no other conversion writes there: " +
+                         "destination; --resume continues one of this same conversion, or "
+                         "delete them once no other conversion writes there: " +
                          list);
   }
   return options.direction == Direction::kToMaxText ? ToMaxText(options, plugins, observer)

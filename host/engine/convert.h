@@ -38,6 +38,11 @@ struct ConvertOptions {
   std::filesystem::path source;
   std::filesystem::path destination;
   bool overwrite = false;
+  // Continue the interrupted run of this same conversion whose staging
+  // directory lies next to the destination (journal.h): what it finished
+  // and still verifies is kept, the rest is converted. Without one, a fresh
+  // run starts (with a notice); one of another conversion is an error.
+  bool resume = false;
   // To MaxText: default true. To HF: taken from the checkpoint; an explicit
   // value that contradicts the checkpoint is an error.
   std::optional<bool> scan_layers;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <system_error>
@@ -32,8 +33,11 @@ bool IsStagingName(std::string_view name) {
          name.find(".orbax-checkpoint-tmp") != std::string_view::npos;
 }
 
-Result<StagedOutput> StagedOutput::Begin(const std::filesystem::path& destination, bool overwrite,
-                                         Kind kind) {
+namespace {
+
+// The absolute destination, after checking that it may be written.
+Result<std::filesystem::path> CheckDestination(const std::filesystem::path& destination,
+                                               bool overwrite) {
   std::error_code ec;
   const std::filesystem::path dst = std::filesystem::absolute(destination, ec).lexically_normal();
   if (ec) return ErrnoError(destination.string(), ec.value());
@@ -54,6 +58,16 @@ Result<StagedOutput> StagedOutput::Begin(const std::filesystem::path& destinatio
   if (!std::filesystem::is_directory(parent)) {
     CKB_RETURN_IF_ERROR(CreateDirectories(parent));
   }
+  return dst;
+}
+
+}  // namespace
+
+Result<StagedOutput> StagedOutput::Begin(const std::filesystem::path& destination, bool overwrite,
+                                         Kind kind) {
+  CKB_ASSIGN_OR_RETURN(const std::filesystem::path dst, CheckDestination(destination, overwrite));
+  const std::filesystem::path parent = dst.parent_path();
+  std::error_code ec;
   StagedOutput out;
   out.destination_ = dst;
   out.overwrite_ = overwrite;
@@ -61,6 +75,22 @@ Result<StagedOutput> StagedOutput::Begin(const std::filesystem::path& destinatio
   out.staging_ = parent / (dst.filename().string() + std::string(infix) + RandomHex(8));
   std::filesystem::create_directory(out.staging_, ec);
   if (ec) return ErrnoError(out.staging_.string(), ec.value());
+  out.active_ = true;
+  return out;
+}
+
+Result<StagedOutput> StagedOutput::Resume(const std::filesystem::path& staging,
+                                          const std::filesystem::path& destination,
+                                          bool overwrite) {
+  CKB_ASSIGN_OR_RETURN(const std::filesystem::path dst, CheckDestination(destination, overwrite));
+  std::error_code ec;
+  if (!std::filesystem::is_directory(staging, ec)) {
+    return NotFound(staging.string() + ": no such staging directory");
+  }
+  StagedOutput out;
+  out.destination_ = dst;
+  out.overwrite_ = overwrite;
+  out.staging_ = std::filesystem::absolute(staging, ec).lexically_normal();
   out.active_ = true;
   return out;
 }
@@ -82,8 +112,10 @@ void StagedOutput::Abandon() {
 
 Status StagedOutput::Commit() {
   if (!active_) return Internal("staged output already committed or abandoned");
-  CKB_RETURN_IF_ERROR(SyncFilesystemOf(staging_));
   std::error_code ec;
+  std::filesystem::remove(staging_ / kJournalFileName, ec);
+  if (ec) return ErrnoError((staging_ / kJournalFileName).string(), ec.value());
+  CKB_RETURN_IF_ERROR(SyncFilesystemOf(staging_));
   std::filesystem::path old;
   if (std::filesystem::exists(std::filesystem::symlink_status(destination_))) {
     if (!overwrite_) {
@@ -117,6 +149,21 @@ std::vector<std::filesystem::path> LeftoverStagingDirs(const std::filesystem::pa
       found.push_back(entry.path());
     }
   }
+  return found;
+}
+
+std::vector<std::filesystem::path> LeftoverStagingDirs(const std::filesystem::path& destination,
+                                                       StagedOutput::Kind kind) {
+  const std::string_view infix = kind == StagedOutput::Kind::kOrbax ? kOrbaxInfix : kHfInfix;
+  std::error_code ec;
+  const std::string name =
+      std::filesystem::absolute(destination, ec).lexically_normal().filename().string();
+  std::vector<std::filesystem::path> found;
+  for (const std::filesystem::path& dir : LeftoverStagingDirs(destination)) {
+    const std::string rest = dir.filename().string().substr(name.size());
+    if (rest.rfind(infix, 0) == 0 && std::filesystem::is_directory(dir, ec)) found.push_back(dir);
+  }
+  std::sort(found.begin(), found.end());
   return found;
 }
 

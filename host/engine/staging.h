@@ -29,6 +29,11 @@ class StagedOutput {
   enum class Kind { kHuggingFace, kOrbax };
   static Result<StagedOutput> Begin(const std::filesystem::path& destination, bool overwrite,
                                     Kind kind);
+  // Takes over `staging`, the staging directory an interrupted run left
+  // next to `destination` (journal.h says what in it can be kept). The
+  // destination is checked as Begin() does.
+  static Result<StagedOutput> Resume(const std::filesystem::path& staging,
+                                     const std::filesystem::path& destination, bool overwrite);
 
   StagedOutput(StagedOutput&& other) noexcept;
   StagedOutput& operator=(StagedOutput&&) = delete;
@@ -39,7 +44,8 @@ class StagedOutput {
   const std::filesystem::path& staging() const { return staging_; }
   const std::filesystem::path& destination() const { return destination_; }
 
-  // Flushes the staged files to disk and renames them into place.
+  // Removes the resume journal (journal.h), flushes the staged files to
+  // disk and renames them into place.
   Status Commit();
 
   // Removes the staging directory now (also done by the destructor).
@@ -58,6 +64,13 @@ bool IsStagingName(std::string_view name);
 
 // The staging directories of interrupted earlier runs next to `destination`.
 std::vector<std::filesystem::path> LeftoverStagingDirs(const std::filesystem::path& destination);
+// Only those of one kind, sorted by name.
+std::vector<std::filesystem::path> LeftoverStagingDirs(const std::filesystem::path& destination,
+                                                       StagedOutput::Kind kind);
+
+// The resume journal's name inside a staging directory (journal.h); it is
+// removed at Commit() and never part of an output.
+inline constexpr const char* kJournalFileName = ".ckptbridge-journal";
 
 }  // namespace ckptbridge::engine
 

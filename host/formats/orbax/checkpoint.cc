@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <system_error>
 #include <utility>
 
@@ -721,6 +722,15 @@ Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(const fs::pat
   writer->options_ = options;
   writer->step_dir_ = root / std::to_string(options.step);
   writer->item_dir_ = writer->step_dir_ / "items";
+  if (options.resume) {
+    for (const fs::path& done :
+         {writer->item_dir_ / kMetadataFile, writer->item_dir_ / kCommitFile,
+          writer->step_dir_ / kCheckpointMetadataFile, writer->step_dir_ / kCommitFile}) {
+      std::error_code ec;
+      fs::remove(done, ec);
+      if (ec) return ErrnoError(done.string(), ec.value());
+    }
+  }
   if (IsFile(writer->item_dir_ / kMetadataFile)) {
     return FailedPrecondition(writer->item_dir_.string() + ": already holds an Orbax item");
   }
@@ -729,6 +739,7 @@ Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(const fs::pat
     OcdbtWriteOptions ocdbt_options;
     ocdbt_options.target_data_file_size = options.ocdbt_target_data_file_size;
     ocdbt_options.max_decoded_node_bytes = options.ocdbt_max_decoded_node_bytes;
+    ocdbt_options.resume = options.resume;
     CKB_ASSIGN_OR_RETURN(std::unique_ptr<OcdbtWriter> db,
                          OcdbtWriter::Create(writer->item_dir_, ocdbt_options));
     writer->ocdbt_ = db.get();
@@ -794,8 +805,8 @@ Result<ArrayMetadata> CheckpointWriter::AddArray(const std::vector<std::string>&
   return metadata;
 }
 
-Status CheckpointWriter::WriteChunk(std::string_view name, const std::vector<int64_t>& index,
-                                    std::string_view chunk_bytes) {
+Result<std::pair<const ArrayMetadata*, size_t>> CheckpointWriter::FindChunk(
+    std::string_view name, const std::vector<int64_t>& index) {
   const std::string array_name(name);
   const ArrayMetadata* metadata = nullptr;
   {
@@ -814,15 +825,55 @@ Status CheckpointWriter::WriteChunk(std::string_view name, const std::vector<int
     return InvalidArgument("array '" + array_name + "': chunk " + ShapeString(index) +
                            " lies outside the chunk grid " + ShapeString(grid));
   }
+  size_t flat = 0;
+  for (size_t i = 0; i < grid.size(); ++i) flat = flat * grid[i] + index[i];
+  return std::make_pair(metadata, flat);
+}
+
+Status CheckpointWriter::WriteChunk(std::string_view name, const std::vector<int64_t>& index,
+                                    std::string_view chunk_bytes) {
+  const std::string array_name(name);
+  CKB_ASSIGN_OR_RETURN(auto found, FindChunk(name, index));
+  const auto [metadata, flat] = found;
   if (chunk_bytes.size() != metadata->ChunkBytes()) {
     return InvalidArgument("array '" + array_name + "': chunk " + ShapeString(index) + " has " +
                            std::to_string(chunk_bytes.size()) + " bytes, expected " +
                            std::to_string(metadata->ChunkBytes()));
   }
   CKB_ASSIGN_OR_RETURN(std::string value, EncodeChunk(*metadata, chunk_bytes));
-  CKB_RETURN_IF_ERROR(store_->Write(array_name + "/" + metadata->ChunkKey(index), value));
-  size_t flat = 0;
-  for (size_t i = 0; i < grid.size(); ++i) flat = flat * grid[i] + index[i];
+  const std::string key = array_name + "/" + metadata->ChunkKey(index);
+  std::optional<ocdbt::LeafEntry> entry;
+  if (ocdbt_) {
+    CKB_ASSIGN_OR_RETURN(entry, ocdbt_->WriteEntry(key, value));
+  } else {
+    CKB_RETURN_IF_ERROR(store_->Write(key, value));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    written_[array_name][flat] = true;
+  }
+  if (chunk_observer_) chunk_observer_({name, index, key, value, entry ? &*entry : nullptr});
+  return Status::Ok();
+}
+
+Status CheckpointWriter::AdoptChunk(std::string_view name, const std::vector<int64_t>& index,
+                                    const ocdbt::LeafEntry* entry) {
+  const std::string array_name(name);
+  CKB_ASSIGN_OR_RETURN(auto found, FindChunk(name, index));
+  const auto [metadata, flat] = found;
+  const std::string key = array_name + "/" + metadata->ChunkKey(index);
+  if ((ocdbt_ != nullptr) != (entry != nullptr)) {
+    return InvalidArgument("array '" + array_name + "': chunk " + ShapeString(index) +
+                           (ocdbt_ ? " has no OCDBT entry to adopt into the database"
+                                   : " comes with an OCDBT entry, but the item has no database"));
+  }
+  if (entry) {
+    if (entry->key != key) {
+      return InvalidArgument("array '" + array_name + "': chunk " + ShapeString(index) +
+                             " is stored at key '" + key + "', not '" + entry->key + "'");
+    }
+    CKB_RETURN_IF_ERROR(ocdbt_->Adopt(*entry));
+  }
   std::lock_guard<std::mutex> lock(mutex_);
   written_[array_name][flat] = true;
   return Status::Ok();

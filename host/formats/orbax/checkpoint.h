@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -181,6 +182,11 @@ struct WriteOptions {
   // Where `root` will live once the caller renames it into place; only used
   // for the informational text of commit_success.txt. Empty: `root` itself.
   std::filesystem::path final_root;
+  // Resume (host/engine/journal.h): `root` holds what an interrupted run of
+  // the same conversion wrote. Its chunks stay until rewritten or
+  // AdoptChunk()ed; the metadata files it may have finished are removed,
+  // since Finish() writes them again.
+  bool resume = false;
 };
 
 // Writes a MaxText-style checkpoint below `root`: <root>/<step>/items/...
@@ -208,6 +214,27 @@ class CheckpointWriter {
   // is the full chunk in C order. Thread-safe.
   Status WriteChunk(std::string_view name, const std::vector<int64_t>& index,
                     std::string_view chunk_bytes);
+
+  // One chunk stored, as the chunk observer sees it (valid during the call).
+  struct WrittenChunk {
+    std::string_view array;
+    const std::vector<int64_t>& index;
+    std::string_view key;    // the store key, "<array>/<chunk key>"
+    std::string_view value;  // the encoded value as stored
+    // With OCDBT, the entry as stored (inline value or data file range);
+    // null without OCDBT, where the value is the file <item_dir>/<key>.
+    const ocdbt::LeafEntry* entry = nullptr;
+  };
+  // Called after every chunk stored, on the writing thread (a resume
+  // journal checksums and records it). Set it before the first write.
+  void set_chunk_observer(std::function<void(const WrittenChunk&)> observer) {
+    chunk_observer_ = std::move(observer);
+  }
+  // Counts chunk `index` of array `name` as written: an interrupted run
+  // stored it (as `entry` with OCDBT, as the file <item_dir>/<key> without)
+  // and the caller verified it since. Errors as WriteChunk's.
+  Status AdoptChunk(std::string_view name, const std::vector<int64_t>& index,
+                    const ocdbt::LeafEntry* entry);
   // A Python int leaf (stored as a rank-0 int64 array, value_type "scalar").
   Status AddScalar(const std::vector<std::string>& keys, int64_t value);
   // An empty dict leaf (value_type "Dict", skip_deserialize true).
@@ -237,6 +264,11 @@ class CheckpointWriter {
   // Finish() can refuse an item Orbax would fail to read.
   std::map<std::string, std::vector<bool>> written_;
   bool finished_ = false;
+  std::function<void(const WrittenChunk&)> chunk_observer_;
+  // The metadata of declared array `name` after checking that `index` lies
+  // in its chunk grid, and the index's position in C order.
+  Result<std::pair<const ArrayMetadata*, size_t>> FindChunk(std::string_view name,
+                                                            const std::vector<int64_t>& index);
 };
 
 }  // namespace ckptbridge::orbax

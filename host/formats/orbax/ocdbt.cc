@@ -458,6 +458,10 @@ Result<std::unique_ptr<OcdbtWriter>> OcdbtWriter::Create(const fs::path& dir,
         " exceeds the format's limit of " + std::to_string(ocdbt::kMaxInlineValueLength));
   }
   std::error_code ec;
+  if (options.resume) {
+    fs::remove(dir / kManifestName, ec);
+    if (ec) return ErrnoError((dir / kManifestName).string(), ec.value());
+  }
   if (fs::exists(dir / kManifestName, ec)) {
     return FailedPrecondition((dir / kManifestName).string() +
                               ": already exists; an OCDBT database is written only once");
@@ -497,6 +501,34 @@ Result<DataRef> OcdbtWriter::Append(std::string_view bytes) {
 }
 
 Status OcdbtWriter::Write(std::string_view key, std::string_view value) {
+  return WriteEntry(key, value).status();
+}
+
+Status OcdbtWriter::Adopt(LeafEntry entry) {
+  if (entry.key.empty() || entry.key.size() > ocdbt::kMaxKeyLength) {
+    return InvalidArgument(dir_.string() + ": OCDBT key of " + std::to_string(entry.key.size()) +
+                           " bytes (must be 1 to " + std::to_string(ocdbt::kMaxKeyLength) + ")");
+  }
+  if (entry.out_of_line) {
+    const fs::path relative = entry.ref.file.FullPath();
+    bool inside = !relative.empty() && relative.is_relative();
+    for (const fs::path& part : relative) inside &= part != ".." && part != "." && !part.empty();
+    if (!inside) {
+      return InvalidArgument(dir_.string() + ": OCDBT key " + Quoted(entry.key) + ": data file " +
+                             Quoted(relative.string()) + " does not lie inside the database");
+    }
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (finished_) {
+    return FailedPrecondition(dir_.string() + ": OCDBT key " + Quoted(entry.key) +
+                              " adopted after Finish()");
+  }
+  std::string key = entry.key;
+  entries_.insert_or_assign(std::move(key), std::move(entry));
+  return Status::Ok();
+}
+
+Result<LeafEntry> OcdbtWriter::WriteEntry(std::string_view key, std::string_view value) {
   if (key.empty() || key.size() > ocdbt::kMaxKeyLength) {
     return InvalidArgument(dir_.string() + ": OCDBT key of " + std::to_string(key.size()) +
                            " bytes (must be 1 to " + std::to_string(ocdbt::kMaxKeyLength) + ")");
@@ -519,8 +551,8 @@ Status OcdbtWriter::Write(std::string_view key, std::string_view value) {
   }
   std::lock_guard<std::mutex> lock(mutex_);
   if (finished_) return finished();
-  entries_.insert_or_assign(std::string(key), std::move(entry));
-  return Status::Ok();
+  entries_.insert_or_assign(std::string(key), entry);
+  return entry;
 }
 
 Result<std::string> OcdbtWriter::Read(std::string_view key) const {

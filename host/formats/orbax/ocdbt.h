@@ -125,6 +125,10 @@ struct OcdbtWriteOptions {
   uint32_t max_decoded_node_bytes = 100000000;
   // Values up to this size stay inline in the B+tree leaves (Orbax: 1024).
   uint32_t max_inline_value_bytes = 1024;
+  // Resume (host/engine/journal.h): `dir` holds the database of an
+  // interrupted run. Its data files stay (values in them are Adopt()ed);
+  // a manifest it may have finished is removed, since a new one is written.
+  bool resume = false;
 };
 
 // Builds a new OCDBT database in a directory, as one version (generation 1)
@@ -149,6 +153,13 @@ class OcdbtWriter final : public KvStore {
   // FailedPrecondition after Finish(); InvalidArgument for an empty key or
   // one over 65535 bytes.
   Status Write(std::string_view key, std::string_view value) override;
+  // Write() that also says where the value went: inline in the entry, or
+  // its data file range (relative to dir()).
+  Result<ocdbt::LeafEntry> WriteEntry(std::string_view key, std::string_view value);
+  // Takes over an entry an interrupted run wrote (its value inline, or in a
+  // data file below dir() that the caller has verified), as if written now.
+  // InvalidArgument for a data file path that leaves dir().
+  Status Adopt(ocdbt::LeafEntry entry);
   // Values written so far (out-of-line ones are read back from their file).
   Result<std::string> Read(std::string_view key) const override;
   Result<bool> Contains(std::string_view key) const override;
