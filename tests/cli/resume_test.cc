@@ -250,6 +250,27 @@ TEST_F(ResumeTest, ToHfShardsResumeByteForByte) {
   KillAndResume(ToHf(tmp_ / "mt", tmp_ / "out"), tmp_ / "ref", false, {1, 20, 100});
 }
 
+TEST_F(ResumeTest, ToHfTensorsWrittenInPartsResumeByteForByte) {
+  // A budget below the embedding's slice cuts it into row blocks: each writes
+  // a part of an HF tensor (ShardWriter::WriteTensorPart), recorded as such.
+  ASSERT_EQ(RunBinary(ToMaxText(tmp_ / "mt", "--ocdbt"), tmp_.path()).code, 0);
+  auto args = [&](const fs::path& dst) {
+    std::vector<std::string> a = ToHf(tmp_ / "mt", dst);
+    a.insert(a.begin() + 1, {"--max-memory", "6MiB"});
+    return a;
+  };
+  ASSERT_EQ(RunBinary(args(tmp_ / "ref"), tmp_.path()).code, 0);
+  Exit run = RunBinary(args(tmp_ / "out"), tmp_.path(), 40);
+  ASSERT_TRUE(run.killed) << run.err;
+  const auto dirs = engine::LeftoverStagingDirs(tmp_ / "out");
+  ASSERT_EQ(dirs.size(), 1u);
+  EXPECT_NE(ReadText(dirs[0] / engine::kJournalFileName).find("\"whole\":false"),
+            std::string::npos);
+  Exit resumed = RunBinary(Resume(args(tmp_ / "out")), tmp_.path());
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  ExpectSameFiles(tmp_ / "ref", tmp_ / "out");
+}
+
 // Kills a to-MaxText run after `lines` journal lines; returns its staging
 // directory.
 fs::path KilledRun(const std::vector<std::string>& args, const fs::path& work, size_t lines) {
