@@ -43,9 +43,9 @@ class TempDir {
   fs::path path_;
 };
 
-TEST(AbiTest, TheHostIsAtAbi11) {
+TEST(AbiTest, TheHostIsAtAbi12) {
   EXPECT_EQ(CKPTBRIDGE_ABI_MAJOR, 1u);
-  EXPECT_EQ(CKPTBRIDGE_ABI_MINOR, 1u);
+  EXPECT_EQ(CKPTBRIDGE_ABI_MINOR, 2u);
 }
 
 TEST(AbiTest, AnAbi10PluginLoads) {
@@ -130,7 +130,7 @@ TEST(AbiTest, APluginRequiringANewerMinorIsRefusedNamingBothVersions) {
   EXPECT_EQ(plugin.status().code(), StatusCode::kUnsupported);
   EXPECT_EQ(plugin.status().message(),
             file.string() +
-                ": plugin requires ABI 1.2, this host provides ABI 1.1 (a newer "
+                ": plugin requires ABI 1.3, this host provides ABI 1.2 (a newer "
                 "ckptbridge is needed)");
 }
 
