@@ -119,9 +119,16 @@ uint32_t Crc(std::string_view bytes) {
   return crc.value();
 }
 
+// JSON text that never throws: names come from the source and plugins, and
+// invalid UTF-8 in one becomes U+FFFD (such a record then matches nothing
+// on resume, and its unit is redone).
+std::string Dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 // "<crc> <json>\n": the CRC makes a torn or damaged line recognizable.
 std::string Line(const json& record) {
-  const std::string text = record.dump();
+  const std::string text = Dump(record);
   return Hex8(Crc(text)) + " " + text + "\n";
 }
 
@@ -135,7 +142,7 @@ json ParseLine(std::string_view line) {
 }
 
 std::string Show(const json& value) {
-  std::string text = value.dump();
+  std::string text = Dump(value);
   if (text.size() > 120) text = text.substr(0, 117) + "...";
   return text;
 }
@@ -293,12 +300,14 @@ Result<std::unique_ptr<Journal>> Journal::Open(const fs::path& staging, const js
     const json record = ParseLine(std::string_view(text).substr(start, end - start));
     start = end + 1;
     if (header) {
-      if (!record.is_object() || record.value("journal", 0) != kJournalFormat ||
-          !record.contains("fingerprint")) {
+      if (!record.is_object() || !record.contains("journal") ||
+          record["journal"] != kJournalFormat || !record.contains("fingerprint")) {
         return NotFound(path.string() + ": the first line is not a journal header of format " +
                         std::to_string(kJournalFormat));
       }
-      const std::string difference = FirstDifference(record["fingerprint"], fingerprint, "");
+      // Compared as written: through the same UTF-8 repair as the header.
+      const std::string difference =
+          FirstDifference(record["fingerprint"], json::parse(Dump(fingerprint)), "");
       if (!difference.empty()) {
         return InvalidArgument(staging.string() +
                                " holds an interrupted run of another conversion: " + difference);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -72,11 +73,18 @@ TEST(JournalTest, MissingOrHeaderlessJournalIsNotFound) {
   EXPECT_NE(journal.status().message().find("no header"), std::string::npos)
       << journal.status().message();
 
-  std::ofstream(tmp / kJournalFileName) << "1234abcd {\"journal\": 1}\n";
-  journal = Journal::Open(tmp.path(), kFingerprint);
-  ASSERT_FALSE(journal.ok());
-  EXPECT_NE(journal.status().message().find("not a journal header"), std::string::npos)
-      << journal.status().message();
+  // Lines with a good CRC but no usable header: a wrong type, no fingerprint.
+  for (const std::string text :
+       {"{\"journal\": \"1\", \"fingerprint\": {}}", "{\"journal\": 1}", "[1]"}) {
+    char crc[9];
+    std::snprintf(crc, sizeof crc, "%08x", ComputeCrc32c(text.data(), text.size()));
+    std::ofstream(tmp / kJournalFileName) << crc << " " << text << "\n";
+    journal = Journal::Open(tmp.path(), kFingerprint);
+    ASSERT_FALSE(journal.ok()) << text;
+    EXPECT_EQ(journal.status().code(), StatusCode::kNotFound);
+    EXPECT_NE(journal.status().message().find("not a journal header"), std::string::npos)
+        << journal.status().message();
+  }
 }
 
 TEST(JournalTest, AJournalInUseIsNotTakenOver) {
