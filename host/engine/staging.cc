@@ -145,7 +145,10 @@ std::vector<std::filesystem::path> LeftoverStagingDirs(const std::filesystem::pa
   const std::string name = dst.filename().string();
   for (const auto& entry : std::filesystem::directory_iterator(dst.parent_path(), ec)) {
     const std::string candidate = entry.path().filename().string();
-    if (candidate.rfind(name, 0) == 0 && IsStagingName(candidate.substr(name.size()))) {
+    if (candidate.rfind(name, 0) != 0) continue;
+    // `<name><infix>...` only: "out2.tmp-ckptbridge-..." belongs to out2.
+    const std::string rest = candidate.substr(name.size());
+    if (rest.rfind(kHfInfix, 0) == 0 || rest.rfind(".orbax-checkpoint-tmp", 0) == 0) {
       found.push_back(entry.path());
     }
   }

@@ -99,6 +99,21 @@ TEST(JournalTest, AJournalInUseIsNotTakenOver) {
   EXPECT_TRUE(Journal::Open(tmp.path(), kFingerprint).ok());
 }
 
+TEST(StagingTest, LeftoversAreThoseOfTheDestinationOnly) {
+  testing::TempDir tmp;
+  for (const char* name :
+       {"out.tmp-ckptbridge-0a1b", "out.orbax-checkpoint-tmp-2c3d", "out2.tmp-ckptbridge-4e5f",
+        "out2.orbax-checkpoint-tmp-6a7b", "out.old"}) {
+    fs::create_directory(tmp / name);
+  }
+  EXPECT_EQ(LeftoverStagingDirs(tmp / "out").size(), 2u);
+  EXPECT_EQ(LeftoverStagingDirs(tmp / "out", StagedOutput::Kind::kOrbax),
+            std::vector<fs::path>{tmp / "out.orbax-checkpoint-tmp-2c3d"});
+  EXPECT_EQ(LeftoverStagingDirs(tmp / "out", StagedOutput::Kind::kHuggingFace),
+            std::vector<fs::path>{tmp / "out.tmp-ckptbridge-0a1b"});
+  EXPECT_EQ(LeftoverStagingDirs(tmp / "out2").size(), 2u);
+}
+
 class JournalShardTest : public ::testing::Test {
  protected:
   void SetUp() override {
