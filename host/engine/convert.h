@@ -11,7 +11,9 @@
 //                   shards, config.json and tokenizer files, commit.
 //
 // Nothing is written before the plan has succeeded, and nothing appears at
-// the destination unless everything was written (see staging.h).
+// the destination unless everything was written (see staging.h). Every run
+// journals the units it finishes, so that a run killed outright can be
+// continued with ConvertOptions::resume (journal.h).
 #ifndef CKPTBRIDGE_HOST_ENGINE_CONVERT_H_
 #define CKPTBRIDGE_HOST_ENGINE_CONVERT_H_
 
