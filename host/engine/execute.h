@@ -15,10 +15,15 @@
 // `max_memory` bytes; a unit waits until its share is free. So the buffers
 // in flight never exceed the budget, except for a unit that alone needs more
 // than all of it: it runs by itself (a notice names it) and the peak is that
-// unit's working set. Above the budget sit a fixed overhead (the program,
-// its libraries, TBB's threads, the plan and the source's metadata) and the
-// source pages of the slice being read through the mmap, which are dropped
-// (MADV_DONTNEED) as soon as the slice has been widened.
+// unit's working set. Safetensors sources are read through mappings of just
+// the bytes a unit reads (safetensors::File::ReadRange), unmapped when it is
+// done, so neither the address space nor the resident set grows with the
+// shards. Above the budget sit kFixedOverheadBytes (the program, its
+// libraries and plugins, the helper threads, the plan and metadata, and the
+// free memory glibc's malloc keeps for reuse) and kPerThreadOverheadBytes
+// per thread (its stack, codec state). Both are address space, which is
+// what `ulimit -v` (RLIMIT_AS) limits; the resident set stays below them
+// (README.md, "Memory", has the measurements).
 //
 // The first error stops the run (units not yet started are skipped) and is
 // returned; so is cancellation (Cancelled) when `cancel` becomes true.
@@ -113,6 +118,18 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
 
 // The estimated working set of one unit of `plan` (see above).
 uint64_t UnitMemory(const Plan& plan, const Unit& unit);
+
+// What a conversion needs beyond --max-memory, as address space: under
+// `ulimit -v` of max_memory + kFixedOverheadBytes + threads *
+// kPerThreadOverheadBytes a conversion completes (tests/cli/
+// memory_limit_test.cc). The fixed part is the measured 32 MiB of the
+// program, plugins, helper threads and metadata plus 64 MiB for the free
+// memory glibc keeps at the top of its heap (its trim threshold grows with
+// the buffers freed, to at most 64 MiB); one malloc arena is used (main.cc).
+// Per thread: an 8 MiB stack and 8 MiB for codec contexts and small
+// allocations outside the slice estimates.
+inline constexpr uint64_t kFixedOverheadBytes = uint64_t{96} << 20;
+inline constexpr uint64_t kPerThreadOverheadBytes = uint64_t{16} << 20;
 
 // The default --max-memory: a quarter of the physical memory (at least
 // 256 MiB), leaving the rest to the page cache that streams the data.
