@@ -220,6 +220,8 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
 
   ToMaxTextOptions plan_options;
   CKB_ASSIGN_OR_RETURN(plan_options.save_dtype, ParseSaveDType(options.save_dtype, DType::kBF16));
+  plan_options.max_unit_memory =
+      UnitMemoryLimit(options.max_memory ? options.max_memory : DefaultMaxMemory());
   CKB_ASSIGN_OR_RETURN(Plan plan,
                        PlanToMaxText(rules, *source, plan_options, PluginLabel(*plugin)));
   ReportIgnored(observer, plan);
@@ -406,6 +408,8 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   }
   ToHfOptions plan_options;
   CKB_ASSIGN_OR_RETURN(plan_options.save_dtype, ParseSaveDType(options.save_dtype, default_dtype));
+  plan_options.max_unit_memory =
+      UnitMemoryLimit(options.max_memory ? options.max_memory : DefaultMaxMemory());
   CKB_ASSIGN_OR_RETURN(Plan plan, PlanToHf(rules, *item, plan_options, PluginLabel(*plugin)));
   ReportIgnored(observer, plan);
   if (observer.planned) observer.planned(plan);

@@ -6,10 +6,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#if defined(__x86_64__)
-#include <nmmintrin.h>
-#endif
-
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -69,55 +65,7 @@ Result<std::string> UnHex(std::string_view hex) {
   return out;
 }
 
-#if defined(__x86_64__)
-// CRC-32C with the SSE4.2 instruction: 8 bytes a step, some 30 times the
-// table-driven base/checksum.h (225 MB/s), which would otherwise cost a
-// large share of a to-HF conversion's CPU time.
-__attribute__((target("sse4.2"))) uint32_t ExtendCrc32cSse42(uint32_t state, const char* data,
-                                                             size_t n) {
-  uint64_t crc = state;
-  for (; n >= 8; data += 8, n -= 8) {
-    uint64_t word;
-    std::memcpy(&word, data, 8);
-    crc = _mm_crc32_u64(crc, word);
-  }
-  state = static_cast<uint32_t>(crc);
-  for (; n > 0; ++data, --n) state = _mm_crc32_u8(state, static_cast<uint8_t>(*data));
-  return state;
-}
-#endif
-
-// Incremental CRC-32C: the CPU's instruction where there is one, else
-// base/checksum.h.
-class FastCrc32c {
- public:
-  void Update(const void* data, size_t n) {
-#if defined(__x86_64__)
-    static const bool kHardware = __builtin_cpu_supports("sse4.2");
-    if (kHardware) {
-      state_ = ExtendCrc32cSse42(state_, static_cast<const char*>(data), n);
-      return;
-    }
-#endif
-    fallback_.Update(data, n);
-  }
-  uint32_t value() const {
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("sse4.2")) return ~state_;
-#endif
-    return fallback_.value();
-  }
-
- private:
-  uint32_t state_ = 0xffffffffu;
-  Crc32c fallback_;
-};
-
-uint32_t Crc(std::string_view bytes) {
-  FastCrc32c crc;
-  crc.Update(bytes.data(), bytes.size());
-  return crc.value();
-}
+uint32_t Crc(std::string_view bytes) { return ComputeCrc32c(bytes.data(), bytes.size()); }
 
 // JSON text that never throws: names come from the source and plugins, and
 // invalid UTF-8 in one becomes U+FFFD (such a record then matches nothing
@@ -195,7 +143,7 @@ std::string CheckRange(const fs::path& path, uint64_t offset, uint64_t length, b
            std::to_string(offset) + ", " + std::to_string(offset + length) +
            ") the journal recorded";
   }
-  FastCrc32c crc;
+  Crc32c crc;
   std::string buffer(std::min<uint64_t>(length, uint64_t{1} << 20), '\0');
   for (uint64_t done = 0; done < length;) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), length - done));
