@@ -2,12 +2,12 @@
 //
 // A unit is one slice of one rule (a layer, an expert, or a whole tensor).
 // Units run in parallel on a TBB arena of `threads` threads; each one reads
-// only the bytes it needs (safetensors tensors through the mmap, MaxText
-// slices through the chunks that hold them), applies the rule's op chain in
-// f32, rounds once to the output dtype and writes its piece straight to its
-// place: a zarr chunk of its own (to MaxText) or its offset in a
-// preallocated safetensors shard (to HF). No stacked tensor is ever built
-// whole.
+// only the bytes it needs (safetensors tensors through a mapping of just
+// those bytes, MaxText slices through the chunks that hold them), applies the
+// rule's op chain in f32, rounds once to the output dtype and writes its
+// piece straight to its place: a zarr chunk of its own (to MaxText) or its
+// offset in a preallocated safetensors shard (to HF). No stacked tensor is
+// ever built whole.
 //
 // Memory: every unit's working set (its inputs as stored and as f32, its
 // outputs as f32 and as written, the chunks it encodes or decodes) is

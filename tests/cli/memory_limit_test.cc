@@ -6,8 +6,8 @@
 // a limit far too small fails with a message and exit code 1, never a crash,
 // and leaves no destination and no staging directory behind.
 //
-// A cgroup memory limit is not tested: the CI container cannot create
-// cgroups (README.md, "Memory").
+// A cgroup memory limit is not tested: the CI container gives the tests no
+// cgroup of their own to limit (README.md, "Memory").
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
