@@ -9,7 +9,7 @@ namespace {
 struct NestsTooDeep {};
 }  // namespace
 
-Result<nlohmann::json> ParseJsonText(std::string_view text, std::string_view label) {
+std::optional<nlohmann::json> TryParseJson(std::string_view text, JsonFailure& failure) {
   using nlohmann::json;
   try {
     return json::parse(text.begin(), text.end(),
@@ -18,12 +18,24 @@ Result<nlohmann::json> ParseJsonText(std::string_view text, std::string_view lab
                          return true;
                        });
   } catch (const NestsTooDeep&) {
+    failure = {JsonFailure::Kind::kTooDeep, 0, ""};
+  } catch (const json::parse_error& e) {
+    failure = {JsonFailure::Kind::kSyntax, e.byte, e.what()};
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number like 1e400 throws out_of_range.
+    failure = {JsonFailure::Kind::kOther, 0, e.what()};
+  }
+  return std::nullopt;
+}
+
+Result<nlohmann::json> ParseJsonText(std::string_view text, std::string_view label) {
+  JsonFailure failure;
+  if (std::optional<nlohmann::json> parsed = TryParseJson(text, failure)) return *parsed;
+  if (failure.kind == JsonFailure::Kind::kTooDeep) {
     return InvalidArgument(std::string(label) + ": not valid JSON: nested deeper than " +
                            std::to_string(kMaxJsonDepth) + " levels");
-  } catch (const json::exception& e) {
-    // parse_error, and out_of_range for numbers no double holds.
-    return InvalidArgument(std::string(label) + ": not valid JSON: " + e.what());
   }
+  return InvalidArgument(std::string(label) + ": not valid JSON: " + failure.what);
 }
 
 Result<nlohmann::json> ParseJsonFile(const std::filesystem::path& path) {

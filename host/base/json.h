@@ -7,8 +7,11 @@
 #ifndef CKPTBRIDGE_HOST_BASE_JSON_H_
 #define CKPTBRIDGE_HOST_BASE_JSON_H_
 
+#include <cstddef>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "host/base/status.h"
@@ -17,6 +20,18 @@ namespace ckptbridge {
 
 // Real metadata nests a handful of levels.
 inline constexpr int kMaxJsonDepth = 64;
+
+// Why a parse failed, for callers that word their own messages.
+struct JsonFailure {
+  enum class Kind { kTooDeep, kSyntax, kOther };
+  Kind kind = Kind::kOther;
+  size_t byte = 0;   // kSyntax: where the parser stopped
+  std::string what;  // the parser's own message (kSyntax, kOther)
+};
+
+// The bounded parse itself: the document, or nullopt with `failure` filled
+// in. Never throws. Every JSON reader of the project goes through it.
+std::optional<nlohmann::json> TryParseJson(std::string_view text, JsonFailure& failure);
 
 // Parses `text`. Errors are InvalidArgument "<label>: not valid JSON: <why>"
 // (a syntax error with its byte offset, a number out of range, or nesting

@@ -110,37 +110,9 @@ ordered_json Ordered(const json& value) {
   return ordered_json::parse(value.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
-// Real metadata nests a few levels (custom_metadata holds an HF config).
-// nlohmann's dump() and copies recurse once per level, so a hostile file of
-// 100k '[' would overflow the stack later.
-constexpr int kMaxJsonDepth = 64;
-struct NestsTooDeep {};
-
-json ParseNotTooDeep(std::string_view text) {
-  return json::parse(text.begin(), text.end(),
-                     [](int depth, json::parse_event_t /*event*/, json& /*parsed*/) {
-                       if (depth > kMaxJsonDepth) throw NestsTooDeep{};
-                       return true;
-                     });
-}
-
-std::string TooDeepMessage(std::string_view label) {
-  return std::string(label) + ": invalid JSON: nested deeper than " +
-         std::to_string(kMaxJsonDepth) + " levels";
-}
-
 Result<json> ParseJsonFile(const fs::path& path) {
   CKB_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  try {
-    return ParseNotTooDeep(text);
-  } catch (const NestsTooDeep&) {
-    return InvalidArgument(TooDeepMessage(path.string()));
-  } catch (const json::parse_error& e) {
-    return InvalidArgument(path.string() + ": invalid JSON at byte " + std::to_string(e.byte));
-  } catch (const json::exception& e) {
-    // Not only parse_error: a number like 1e400 throws out_of_range.
-    return InvalidArgument(path.string() + ": invalid JSON: " + e.what());
-  }
+  return ParseMetadataJson(text, path.string());
 }
 
 int64_t NowNanos() {
@@ -378,16 +350,7 @@ bool LeafMetadata::is_array() const {
 }
 
 Result<TreeMetadata> TreeMetadata::Parse(std::string_view text, std::string_view label) {
-  json root;
-  try {
-    root = ParseNotTooDeep(text);
-  } catch (const NestsTooDeep&) {
-    return InvalidArgument(TooDeepMessage(label));
-  } catch (const json::parse_error& e) {
-    return InvalidArgument(std::string(label) + ": invalid JSON at byte " + std::to_string(e.byte));
-  } catch (const json::exception& e) {
-    return InvalidArgument(std::string(label) + ": invalid JSON: " + e.what());
-  }
+  CKB_ASSIGN_OR_RETURN(json root, ParseMetadataJson(text, label));
   if (!root.is_object()) return InvalidArgument(std::string(label) + ": not a JSON object");
   TreeMetadata tree;
   auto entries = root.find("tree_metadata");

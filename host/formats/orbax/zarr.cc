@@ -13,6 +13,7 @@
 
 #include "host/base/box.h"
 #include "host/base/checksum.h"
+#include "host/base/json.h"
 #include "host/base/numeric.h"
 
 namespace ckptbridge::orbax {
@@ -254,29 +255,6 @@ Result<std::string> FillChunk(const ArrayMetadata& m, size_t bytes, std::string_
 // ---------------------------------------------------------------------------
 // JSON parsing helpers. `label` prefixes every message.
 
-// Real metadata nests a few levels. nlohmann's dump() and copies recurse once
-// per level, so a hostile file of 100k '[' would overflow the stack later.
-constexpr int kMaxJsonDepth = 64;
-struct NestsTooDeep {};
-
-Result<json> ParseJson(std::string_view text, std::string_view label) {
-  try {
-    return json::parse(text.begin(), text.end(),
-                       [](int depth, json::parse_event_t /*event*/, json& /*parsed*/) {
-                         if (depth > kMaxJsonDepth) throw NestsTooDeep{};
-                         return true;
-                       });
-  } catch (const NestsTooDeep&) {
-    return InvalidArgument(std::string(label) + ": invalid JSON: nested deeper than " +
-                           std::to_string(kMaxJsonDepth) + " levels");
-  } catch (const json::parse_error& e) {
-    return InvalidArgument(std::string(label) + ": invalid JSON at byte " + std::to_string(e.byte));
-  } catch (const json::exception& e) {
-    // Not only parse_error: a number like 1e400 throws out_of_range.
-    return InvalidArgument(std::string(label) + ": invalid JSON: " + e.what());
-  }
-}
-
 const json* Member(const json& object, std::string_view name) {
   auto it = object.find(name);
   return it == object.end() ? nullptr : &*it;
@@ -495,6 +473,22 @@ json BytesCodecJson(DType dtype) {
 
 }  // namespace
 
+Result<json> ParseMetadataJson(std::string_view text, std::string_view label) {
+  JsonFailure failure;
+  if (std::optional<json> parsed = TryParseJson(text, failure)) return *parsed;
+  switch (failure.kind) {
+    case JsonFailure::Kind::kTooDeep:
+      return InvalidArgument(std::string(label) + ": invalid JSON: nested deeper than " +
+                             std::to_string(kMaxJsonDepth) + " levels");
+    case JsonFailure::Kind::kSyntax:
+      return InvalidArgument(std::string(label) + ": invalid JSON at byte " +
+                             std::to_string(failure.byte));
+    case JsonFailure::Kind::kOther:
+      break;
+  }
+  return InvalidArgument(std::string(label) + ": invalid JSON: " + failure.what);
+}
+
 // ---------------------------------------------------------------------------
 // ArrayMetadata
 
@@ -539,7 +533,7 @@ ArrayMetadata ArrayMetadata::ForWriteZarr2(DType dtype, Shape shape, Shape chunk
 
 Result<ArrayMetadata> ArrayMetadata::ParseZarr3(std::string_view json_text,
                                                 std::string_view label) {
-  CKB_ASSIGN_OR_RETURN(json root, ParseJson(json_text, label));
+  CKB_ASSIGN_OR_RETURN(json root, ParseMetadataJson(json_text, label));
   if (!root.is_object()) return InvalidArgument(std::string(label) + ": not a JSON object");
   ArrayMetadata m;
   m.format = ZarrFormat::kV3;
@@ -640,7 +634,7 @@ Result<ArrayMetadata> ArrayMetadata::ParseZarr3(std::string_view json_text,
 
 Result<ArrayMetadata> ArrayMetadata::ParseZarr2(std::string_view json_text,
                                                 std::string_view label) {
-  CKB_ASSIGN_OR_RETURN(json root, ParseJson(json_text, label));
+  CKB_ASSIGN_OR_RETURN(json root, ParseMetadataJson(json_text, label));
   if (!root.is_object()) return InvalidArgument(std::string(label) + ": not a JSON object");
   ArrayMetadata m;
   m.format = ZarrFormat::kV2;

@@ -100,6 +100,11 @@ Result<std::string> DecodeChunk(const ArrayMetadata& metadata, std::string_view 
 // never written reads as. Errors only for a fill value ParseZarr* would refuse.
 Result<std::string> FillValueChunk(const ArrayMetadata& metadata, std::string_view label);
 
+// Parses an Orbax/zarr metadata document (host/base/json.h bounds and all).
+// Errors are InvalidArgument "<label>: invalid JSON at byte N", "... invalid
+// JSON: nested deeper than 64 levels" or "... invalid JSON: <why>".
+Result<nlohmann::json> ParseMetadataJson(std::string_view text, std::string_view label);
+
 }  // namespace ckptbridge::orbax
 
 #endif  // CKPTBRIDGE_HOST_FORMATS_ORBAX_ZARR_H_
