@@ -75,6 +75,15 @@ Result<std::string> Narrow(DType dtype, const Tensor& t, const std::string& name
 
 uint64_t Elements(const Shape& shape) { return static_cast<uint64_t>(NumElementsUnchecked(shape)); }
 
+// The bytes of `hf` that `unit` reads, mapped from the source.
+Result<safetensors::TensorBytes> ReadHfPart(const safetensors::Checkpoint& source,
+                                            const HfTensor& hf, const Unit& unit) {
+  const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
+  if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
+  const HfPart part = UnitHfPart(hf, unit);
+  return t->file->ReadRange(*t->info, part.byte_offset, part.num_bytes);
+}
+
 // Whether elements of `from` can be moved into `to` as they are stored: the
 // same dtype, of a size RunLayoutChain moves.
 bool SameElements(DType from, DType to) {
@@ -330,19 +339,15 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       // skipping the f32 round trip (the common bf16 -> bf16 kernel).
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[0]];
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[0]];
-      const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
-      if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
-      const HfPart part = UnitHfPart(hf, unit);
       std::string bytes;
       {
-        CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes in,
-                             t->file->ReadRange(*t->info, part.byte_offset, part.num_bytes));
+        CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes in, ReadHfPart(source, hf, unit));
         bytes.assign(reinterpret_cast<const char*>(in.data()), in.size());
       }
       CKB_RETURN_IF_ERROR(RunLayoutChain(forward, DTypeSize(mt.dtype), bytes));
       std::vector<int64_t> origin;
       Shape extent;
-      UnitMtRegion(rule, unit, 0, mt.shape, origin, extent);
+      UnitMtRegion(rule, unit, mt.shape, origin, extent);
       return WriteRegionChunks(writer, mt, origin, extent, bytes);
     }
     std::vector<Tensor> tensors;
@@ -356,14 +361,10 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       std::vector<Shape> shapes;
       for (size_t idx : unit.hf_tensors) {
         const HfTensor& hf = plan.hf_tensors[idx];
-        const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
-        if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
-        const HfPart part = UnitHfPart(hf, unit);
-        CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes bytes,
-                             t->file->ReadRange(*t->info, part.byte_offset, part.num_bytes));
+        CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes bytes, ReadHfPart(source, hf, unit));
         aligned.emplace_back((bytes.size() + 7) / 8);
         std::memcpy(aligned.back().data(), bytes.data(), bytes.size());
-        shapes.push_back(part.shape);
+        shapes.push_back(UnitHfPart(hf, unit).shape);
       }
       for (size_t i = 0; i < shapes.size(); ++i) {
         inputs.push_back({plan.hf_tensors[unit.hf_tensors[i]].dtype, shapes[i], aligned[i].data()});
@@ -379,12 +380,9 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
     } else {
       for (size_t idx : unit.hf_tensors) {
         const HfTensor& hf = plan.hf_tensors[idx];
-        const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
-        if (!t) return Internal("tensor '" + hf.name + "' vanished from the source");
-        const HfPart part = UnitHfPart(hf, unit);
-        CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes bytes,
-                             t->file->ReadRange(*t->info, part.byte_offset, part.num_bytes));
-        CKB_ASSIGN_OR_RETURN(Tensor tensor, Widen(hf.dtype, bytes.data(), part.shape));
+        CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes bytes, ReadHfPart(source, hf, unit));
+        CKB_ASSIGN_OR_RETURN(Tensor tensor,
+                             Widen(hf.dtype, bytes.data(), UnitHfPart(hf, unit).shape));
         tensors.push_back(std::move(tensor));
       }
     }
@@ -394,7 +392,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
       std::vector<int64_t> origin;
       Shape extent;
-      UnitMtRegion(rule, unit, i, mt.shape, origin, extent);
+      UnitMtRegion(rule, unit, mt.shape, origin, extent);
       CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(mt.dtype, outputs[i], mt.name, options));
       outputs[i] = Tensor();  // release the f32 copy before writing
       CKB_RETURN_IF_ERROR(WriteRegionChunks(writer, mt, origin, extent, bytes));
@@ -437,7 +435,7 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[0]];
       std::vector<int64_t> origin;
       Shape extent;
-      UnitMtRegion(rule, unit, 0, mt.shape, origin, extent);
+      UnitMtRegion(rule, unit, mt.shape, origin, extent);
       std::string bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype),
                         '\0');
       {
@@ -458,7 +456,7 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
       std::vector<int64_t> origin;
       Shape extent;
-      UnitMtRegion(rule, unit, i, mt.shape, origin, extent);
+      UnitMtRegion(rule, unit, mt.shape, origin, extent);
       std::string bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype),
                         '\0');
       // A reader per slice: the chunk it caches is freed with it, so memory

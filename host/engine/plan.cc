@@ -345,7 +345,7 @@ void CutLargeUnits(Plan& plan, uint64_t limit) {
 
 }  // namespace
 
-void UnitMtRegion(const PlannedRule& rule, const Unit& unit, size_t i, const Shape& mt_shape,
+void UnitMtRegion(const PlannedRule& rule, const Unit& unit, const Shape& mt_shape,
                   std::vector<int64_t>& origin, Shape& extent) {
   origin.assign(mt_shape.size(), 0);
   extent = mt_shape;
@@ -354,7 +354,6 @@ void UnitMtRegion(const PlannedRule& rule, const Unit& unit, size_t i, const Sha
     origin[axis] = unit.slice[k];
     extent[axis] = 1;
   }
-  (void)i;
   if (unit.row_end >= 0) {
     const int32_t axis = FullAxis(rule, rule.row_axis, mt_shape.size());
     if (axis >= 0) {
@@ -440,20 +439,11 @@ Shape ChooseChunkShape(const Shape& shape, const std::vector<int32_t>& stack_axe
 }
 
 DType KeepF32ExportDType(DType stored, std::optional<DType> save_dtype) {
-  // Which parameters stay float32, and why (checked 2026-11 against
-  // AI-Hypercomputer/maxtext e591f30): MaxText itself declares Qwen3-Next's
-  // A_log and dt_bias with weight_dtype (float32 by default) like every other
-  // parameter and computes the gated-delta-net gates
-  // g = -exp(A_log) * softplus(a + dt_bias) in float32 (models/qwen3.py),
-  // while its converters round them to --save_dtype like everything else
-  // (checkpoint_conversion/to_maxtext.py; standalone_scripts/
-  // convert_qwen3_next_scanned.py even casts them to bfloat16 explicitly).
-  // The serving engines keep A_log in float32 (vLLM PR #37810, SGLang's
-  // qwen3_next.py), and the HF releases differ: Qwen3.5 stores A_log as F32,
-  // Qwen3.6 as BF16 (vLLM PR #51836). So: float32 into MaxText always; on
-  // export float32 unless the MaxText array is stored narrower, where
-  // widening would add nothing but bytes (a checkpoint written by MaxText's
-  // own converter holds them as bfloat16) - unless float32 was asked for.
+  // Into MaxText a kept tensor is always float32. On export it stays
+  // float32 unless the MaxText array is stored narrower: widening that would
+  // add bytes and no information (a checkpoint written by another converter
+  // may hold it in bfloat16) - unless float32 was asked for. Which tensors a
+  // family keeps, and why, is the plugin's to say (CKB_RULE_KEEP_F32).
   if (DTypeSize(stored) >= 4) return DType::kF32;
   if (save_dtype == DType::kF32) return DType::kF32;
   return stored;

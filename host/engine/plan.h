@@ -101,9 +101,9 @@ struct HfPart {
 };
 HfPart UnitHfPart(const HfTensor& hf, const Unit& unit);
 
-// Where `unit` sits in MaxText output `i` of its rule: origin and extent in
-// the full (stacked) tensor.
-void UnitMtRegion(const PlannedRule& rule, const Unit& unit, size_t i, const Shape& mt_shape,
+// Where `unit` sits in a MaxText output of its rule (of shape `mt_shape`):
+// origin and extent in the full (stacked) tensor.
+void UnitMtRegion(const PlannedRule& rule, const Unit& unit, const Shape& mt_shape,
                   std::vector<int64_t>& origin, Shape& extent);
 // The shape of unit's MaxText slice `i` (rule.mt_slice_shapes, cut to the
 // unit's rows).

@@ -662,12 +662,18 @@ class QwenAdapter final : public sdk::Adapter {
                    {k, 1, conv},
                    {Axis::kOther, Axis::kOther, Axis::kFused},
                    {sdk::Transpose({2, 1, 0})}});
-      // The gated-delta-net decay parameters stay float32: MaxText computes
-      // g = -exp(A_log) * softplus(a + dt_bias) in float32 from float32
-      // parameters (models/qwen3.py, weight_dtype), serving engines keep
-      // A_log in float32, and bfloat16's 8 bits would shift a decay applied
-      // across thousands of tokens (host/engine/plan.cc, KeepF32ExportDType,
-      // has the sources). 2 x Hv values per layer: the cost is nothing.
+      // The gated-delta-net decay parameters stay float32 (checked 2026-11
+      // against AI-Hypercomputer/maxtext e591f30): MaxText declares A_log
+      // and dt_bias with weight_dtype (float32 by default) and computes
+      // g = -exp(A_log) * softplus(a + dt_bias) in float32 (models/qwen3.py),
+      // while its converters round them to --save_dtype
+      // (checkpoint_conversion/to_maxtext.py; standalone_scripts/
+      // convert_qwen3_next_scanned.py casts them to bfloat16). The serving
+      // engines keep A_log in float32 (vLLM PR #37810, SGLang's
+      // qwen3_next.py); HF releases differ (Qwen3.5 stores A_log as F32,
+      // Qwen3.6 as BF16, vLLM PR #51836). bfloat16's 8 bits would shift a
+      // decay applied across thousands of tokens; 2 x Hv values per layer
+      // cost nothing.
       t.push_back(Same("linear_attn.A_log", "attention.A_log", hv, Axis::kOther));
       t.back().keep_f32 = true;
       t.push_back(Same("linear_attn.dt_bias", "attention.dt_bias", hv, Axis::kOther));

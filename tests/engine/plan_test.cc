@@ -308,7 +308,7 @@ TEST(PlanToMaxTextTest, UnitsOverTheMemoryLimitAreCutIntoBlocksOfRows) {
     EXPECT_EQ(part.byte_offset, static_cast<uint64_t>(16 * b));
     std::vector<int64_t> origin;
     Shape extent;
-    UnitMtRegion(plan->rules[0], unit, 0, plan->mt_tensors[0].shape, origin, extent);
+    UnitMtRegion(plan->rules[0], unit, plan->mt_tensors[0].shape, origin, extent);
     EXPECT_EQ(origin, (std::vector<int64_t>{0, 2 * b}));
     EXPECT_EQ(extent, (Shape{4, 2}));
     EXPECT_EQ(UnitMtSliceShape(plan->rules[0], unit, 0), (Shape{4, 2}));
