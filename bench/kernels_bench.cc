@@ -49,6 +49,41 @@ void BM_TransposeQueryKernel(benchmark::State& state) {
 }
 BENCHMARK(BM_TransposeQueryKernel)->Arg(0)->Arg(1);
 
+// The bf16 kernels as the engine moves them (RunLayoutChain: stored 16-bit
+// elements, no f32 round trip): a square [n, n] transpose, and the llama
+// query kernel HF [N*D, E] -> MaxText [E, N, D] (range 1: and back).
+OpSpec TransposeOp(std::vector<int64_t> perm) {
+  OpSpec op;
+  op.kind = OpKind::kTranspose;
+  op.values = std::move(perm);
+  return op;
+}
+
+void BM_LayoutBf16Transpose2D(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const Result<engine::Chain> chain = engine::ResolveChain({TransposeOp({1, 0})}, {Shape{n, n}});
+  std::string bytes(static_cast<size_t>(n * n) * 2, '\x3f');
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(engine::RunLayoutChain(*chain, 2, bytes).ok());
+  }
+  state.SetBytesProcessed(state.iterations() * n * n * 2);
+}
+BENCHMARK(BM_LayoutBf16Transpose2D)->Arg(1024)->Arg(4096);
+
+void BM_LayoutBf16QueryKernel(benchmark::State& state) {
+  const int64_t e = 2048, n = 16, d = 128;
+  const bool back = state.range(0) == 1;
+  const Result<engine::Chain> chain = engine::ResolveChain(
+      {TransposeOp(back ? std::vector<int64_t>{1, 2, 0} : std::vector<int64_t>{2, 0, 1})},
+      {back ? Shape{e, n, d} : Shape{n, d, e}});
+  std::string bytes(static_cast<size_t>(e * n * d) * 2, '\x3f');
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(engine::RunLayoutChain(*chain, 2, bytes).ok());
+  }
+  state.SetBytesProcessed(state.iterations() * e * n * d * 2);
+}
+BENCHMARK(BM_LayoutBf16QueryKernel)->Arg(0)->Arg(1);
+
 void BM_Interleave(benchmark::State& state) {
   engine::Tensor t = Make({4096, 32, 128});
   for (auto _ : state) benchmark::DoNotOptimize(engine::Interleave(t, 2));
