@@ -82,6 +82,7 @@ json ConversionFingerprint(const ConvertOptions& options, const LoadedPlugin& pl
   } else {
     fingerprint["options"]["ocdbt"] = options.ocdbt.value_or(true);
     fingerprint["options"]["zarr3"] = options.zarr3.value_or(true);
+    fingerprint["options"]["zstd_level"] = options.zstd_level.value_or(orbax::kDefaultZstdLevel);
   }
   return fingerprint;
 }
@@ -183,6 +184,7 @@ json ReceiptFlags(const ConvertOptions& options, bool scan_layers) {
   } else {
     flags["ocdbt"] = options.ocdbt.value_or(true);
     flags["zarr3"] = options.zarr3.value_or(true);
+    flags["zstd_level"] = options.zstd_level.value_or(orbax::kDefaultZstdLevel);
   }
   return flags;
 }
@@ -244,6 +246,7 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   write_options.resume = output.journal->resumed();
   write_options.ocdbt = options.ocdbt.value_or(true);
   write_options.zarr3 = options.zarr3.value_or(true);
+  write_options.zstd_level = options.zstd_level.value_or(orbax::kDefaultZstdLevel);
   write_options.final_root = staged.destination();
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::CheckpointWriter> writer,
                        orbax::CheckpointWriter::Create(staged.staging(), write_options));
@@ -373,6 +376,9 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
     return InvalidArgument(
         "--ocdbt/--no-ocdbt and --zarr3/--no-zarr3 apply to --to maxtext; an Orbax source says "
         "itself how it is stored");
+  }
+  if (options.zstd_level) {
+    return InvalidArgument("--zstd-level applies to --to maxtext; safetensors are not compressed");
   }
   CKB_ASSIGN_OR_RETURN(MaxTextSource source, OpenMaxTextSource(options.source));
   const orbax::ItemReader* item = source.item.get();

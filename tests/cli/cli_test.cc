@@ -250,7 +250,11 @@ TEST(ConvertErrorsTest, StorageFlagsThatContradictOrDoNotApply) {
            {{"--to", "hf", "--no-ocdbt"},
             "--ocdbt/--no-ocdbt and --zarr3/--no-zarr3 apply to --to maxtext"},
            {{"--to", "hf", "--zarr3"},
-            "--ocdbt/--no-ocdbt and --zarr3/--no-zarr3 apply to --to maxtext"}}) {
+            "--ocdbt/--no-ocdbt and --zarr3/--no-zarr3 apply to --to maxtext"},
+           {{"--to", "maxtext", "--zstd-level", "0"}, "--zstd-level must be 1 to 22, got 0"},
+           {{"--to", "maxtext", "--zstd-level", "23"}, "--zstd-level must be 1 to 22, got 23"},
+           {{"--to", "hf", "--zstd-level", "3"},
+            "--zstd-level applies to --to maxtext; safetensors are not compressed"}}) {
     std::vector<std::string> args = {"convert"};
     args.insert(args.end(), flags.begin(), flags.end());
     args.push_back(kLlama.string());
@@ -259,6 +263,33 @@ TEST(ConvertErrorsTest, StorageFlagsThatContradictOrDoNotApply) {
     EXPECT_EQ(run.exit_code, 2) << ::testing::PrintToString(flags);
     EXPECT_TRUE(Contains(run.err, message)) << run.err;
     EXPECT_FALSE(fs::exists(out));
+  }
+}
+
+TEST(ConvertTest, ZstdLevelIsWhatTheMetadataRecordsAndChangesNoValue) {
+  // Level 1 by default (as small as Orbax's 3 on bf16 weights, twice as
+  // fast); --zstd-level 3 is Orbax's. Plain files, so zarr.json is readable.
+  TempDir tmp;
+  for (const auto& [level, flags] : std::vector<std::pair<int, std::vector<std::string>>>{
+           {1, {}}, {3, {"--zstd-level", "3"}}, {19, {"--zstd-level", "19"}}}) {
+    const fs::path mt = tmp / ("mt" + std::to_string(level));
+    std::vector<std::string> args = {"convert", "--to", "maxtext", "--quiet", "--no-ocdbt"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.push_back(kLlama.string());
+    args.push_back(mt.string());
+    CliRun run = RunCli(args);
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    const fs::path array = mt / "0" / "items" / "params.params.token_embedder.embedding";
+    json zarr = json::parse(*ReadFile(array / "zarr.json"));
+    EXPECT_EQ(zarr["codecs"][0]["configuration"]["codecs"][1]["configuration"]["level"], level);
+    ASSERT_EQ(RunCli({"convert", "--to", "hf", "--quiet", mt.string(),
+                      (tmp / ("hf" + std::to_string(level))).string()})
+                  .exit_code,
+              0);
+    // Every tensor's stored bytes come back as the fixture holds them.
+    EXPECT_TRUE(testing::ReadHfBytes(tmp / ("hf" + std::to_string(level))) ==
+                testing::ReadHfBytes(kLlama))
+        << "level " << level;
   }
 }
 

@@ -140,6 +140,10 @@ TEST(RestackTest, UsageErrors) {
   CliRun missing = RunCli({"restack", "--scan-layers", (tmp / "a").string(), (tmp / "b").string()});
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_NE(missing.err.find("no such file or directory"), std::string::npos) << missing.err;
+  CliRun level = RunCli({"restack", "--scan-layers", "--zstd-level", "-1", (tmp / "a").string(),
+                         (tmp / "b").string()});
+  EXPECT_EQ(level.exit_code, 2);
+  EXPECT_NE(level.err.find("--zstd-level must be 1 to 22, got -1"), std::string::npos) << level.err;
   EXPECT_EQ(RunCli({"strip", "--help"}).exit_code, 0);
   EXPECT_NE(RunCli({"restack", "--help"}).out.find("Usage: ckptbridge restack"), std::string::npos);
 }

@@ -681,6 +681,11 @@ Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(const fs::pat
   if (options.step < 0) {
     return InvalidArgument("checkpoint step " + std::to_string(options.step) + " is negative");
   }
+  if (options.zstd_level < kMinWriteZstdLevel || options.zstd_level > kMaxWriteZstdLevel) {
+    return InvalidArgument("zstd level " + std::to_string(options.zstd_level) + " is outside [" +
+                           std::to_string(kMinWriteZstdLevel) + ", " +
+                           std::to_string(kMaxWriteZstdLevel) + "]");
+  }
   auto writer = std::make_unique<CheckpointWriter>();
   writer->options_ = options;
   writer->step_dir_ = root / std::to_string(options.step);
@@ -757,6 +762,7 @@ Result<ArrayMetadata> CheckpointWriter::AddArray(const std::vector<std::string>&
   }
   ArrayMetadata metadata = options_.zarr3 ? ArrayMetadata::ForWrite(dtype, shape, chunk_shape)
                                           : ArrayMetadata::ForWriteZarr2(dtype, shape, chunk_shape);
+  metadata.zstd_level = options_.zstd_level;
   // The bitmap of written chunks must stay small.
   if (NumElementsUnchecked(metadata.ChunkGrid()) > (int64_t{1} << 32)) {
     return InvalidArgument(what + ": chunk shape " + ShapeString(chunk_shape) + " cuts shape " +
@@ -848,6 +854,7 @@ Status CheckpointWriter::AddScalar(const std::vector<std::string>& keys, int64_t
   const std::string name = leaf.name();
   ArrayMetadata metadata = options_.zarr3 ? ArrayMetadata::ForWrite(DType::kI64, {}, {})
                                           : ArrayMetadata::ForWriteZarr2(DType::kI64, {}, {});
+  metadata.zstd_level = options_.zstd_level;
   CKB_RETURN_IF_ERROR(AddLeaf(std::move(leaf), &metadata));
   CKB_RETURN_IF_ERROR(
       store_->Write(name + "/" + std::string(metadata.MetadataKey()), metadata.ToJson()));

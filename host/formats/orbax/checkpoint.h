@@ -165,6 +165,16 @@ class ItemReader {
   std::vector<ArrayEntry> arrays_;
 };
 
+// The zstd level ckptbridge writes Orbax chunks with unless told otherwise
+// (`--zstd-level`). Measured on 200 MB of bf16 weights: level 1 gives 1.298x
+// at 590 MB/s, level 3 (TensorStore's zarr v3 default) 1.297x at 302 MB/s:
+// the exponent bytes are what compresses, and the longer match search of
+// level 3 finds nothing in the mantissas.
+inline constexpr int kDefaultZstdLevel = 1;
+// The levels `--zstd-level` accepts (zstd's positive levels).
+inline constexpr int kMinWriteZstdLevel = 1;
+inline constexpr int kMaxWriteZstdLevel = 22;
+
 struct WriteOptions {
   // One OCDBT database at the item directory (what Orbax and MaxText write
   // by default); false: one file per key below the item directory.
@@ -172,6 +182,12 @@ struct WriteOptions {
   // zarr v3 arrays (MaxText's default); false: zarr v2 (Orbax's v0 API
   // default).
   bool zarr3 = true;
+  // zstd level of every chunk, recorded in each array's zarr.json/.zarray.
+  // TensorStore writes 3 into zarr v3 arrays and 1 into zarr v2 ones; readers
+  // ignore it (a zstd frame decodes the same whatever level made it). The
+  // default is 1 for both: on bf16 weights it compresses as well as 3
+  // (within 0.1%) at about twice the speed, see kDefaultZstdLevel.
+  int zstd_level = kDefaultZstdLevel;
   int64_t step = 0;
   // OCDBT only: data files roll over past this size (Orbax's
   // ocdbt_target_data_file_size) and B+tree nodes split at this estimated

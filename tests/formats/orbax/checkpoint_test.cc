@@ -17,6 +17,14 @@
 namespace ckptbridge::orbax {
 namespace {
 
+// The zarr.json CheckpointWriter writes: TensorStore's zarr v3 metadata with
+// ckptbridge's default zstd level (kDefaultZstdLevel, where TensorStore says 3).
+std::string WrittenZarr3Json(DType dtype, Shape shape, Shape chunk_shape) {
+  ArrayMetadata m = ArrayMetadata::ForWrite(dtype, std::move(shape), std::move(chunk_shape));
+  m.zstd_level = kDefaultZstdLevel;
+  return m.ToZarr3Json();
+}
+
 using ::ckptbridge::orbax::testing::CompatFixture;
 using ::ckptbridge::orbax::testing::FromBytes;
 using ::ckptbridge::orbax::testing::OrbaxFixture;
@@ -582,7 +590,7 @@ TEST_F(RoundTripTest, MetadataFilesSayWhatOrbaxExpects) {
 
   // The array files.
   EXPECT_EQ(ReadBytes(item_dir() / "params.params.decoder.x" / "zarr.json"),
-            ArrayMetadata::ForWrite(DType::kBF16, {4, 3, 5}, {4, 1, 5}).ToZarr3Json());
+            WrittenZarr3Json(DType::kBF16, {4, 3, 5}, {4, 1, 5}));
   EXPECT_TRUE(fs::is_regular_file(item_dir() / "params.params.decoder.x" / "c/0/2/0"));
   EXPECT_TRUE(fs::is_regular_file(item_dir() / "params.params.decoder.layers.w" / "c/1/1/0/1"));
   EXPECT_THAT(ReadBytes(item_dir() / "step" / "zarr.json"),
@@ -872,7 +880,7 @@ TEST_P(StorageVariantTest, StoresWhatOrbaxExpects) {
     EXPECT_TRUE(*store.Contains(x + "c/0/2/0"));
     EXPECT_TRUE(*store.Contains("step/c"));
     EXPECT_EQ(ValueOrFail(store.Read(x + "zarr.json")),
-              ArrayMetadata::ForWrite(DType::kBF16, {4, 3, 5}, {4, 1, 5}).ToZarr3Json());
+              WrittenZarr3Json(DType::kBF16, {4, 3, 5}, {4, 1, 5}));
   } else {
     EXPECT_TRUE(*store.Contains(x + "0.2.0"));
     EXPECT_TRUE(*store.Contains("step/0"));
@@ -1005,6 +1013,44 @@ TEST(CheckpointWriterTest, ValidatesKeysChunksAndCompleteness) {
   // A second writer into the same place refuses to mix items.
   EXPECT_EQ(CheckpointWriter::Create(dir.path(), options).status().code(),
             StatusCode::kFailedPrecondition);
+}
+
+TEST(CheckpointWriterTest, ZstdLevelIsCheckedAndRecorded) {
+  for (int bad : {0, -1, 23}) {
+    ScratchDir dir;
+    WriteOptions options;
+    options.zstd_level = bad;
+    Result<std::unique_ptr<CheckpointWriter>> writer =
+        CheckpointWriter::Create(dir.path(), options);
+    EXPECT_EQ(writer.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(writer.status().message(),
+              "zstd level " + std::to_string(bad) + " is outside [1, 22]");
+  }
+  for (bool zarr3 : {true, false}) {
+    ScratchDir dir;
+    WriteOptions options;
+    options.zarr3 = zarr3;
+    options.zstd_level = 7;
+    std::unique_ptr<CheckpointWriter> writer =
+        ValueOrFail(CheckpointWriter::Create(dir.path(), options));
+    ASSERT_TRUE(writer->AddArray({"p", "w"}, DType::kF32, {2, 3}, {2, 3}).ok());
+    const std::vector<float> values = {1, 2, 3, 4, 5, 6};
+    ASSERT_TRUE(writer
+                    ->WriteChunk("p.w", {0, 0},
+                                 std::string_view(reinterpret_cast<const char*>(values.data()),
+                                                  values.size() * sizeof(float)))
+                    .ok());
+    ASSERT_TRUE(writer->Finish(nullptr).ok());
+    std::unique_ptr<ItemReader> item = OpenOrFail(dir.path());
+    ASSERT_NE(item, nullptr);
+    EXPECT_THAT(ReadAll<float>(*item, "p.w"), ElementsAre(1, 2, 3, 4, 5, 6));
+    const json metadata =
+        json::parse(ReadBytes(dir / "0" / "items" / "p.w" / (zarr3 ? "zarr.json" : ".zarray")));
+    EXPECT_EQ(zarr3 ? metadata["codecs"][0]["configuration"]["codecs"][1]["configuration"]["level"]
+                    : metadata["compressor"]["level"],
+              7)
+        << metadata.dump();
+  }
 }
 
 TEST(ResolveItemTest, SaysWhatItExpected) {
