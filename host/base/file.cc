@@ -164,6 +164,13 @@ void ReadOnlyFile::WillNeed(uint64_t offset, uint64_t length) const {
                   static_cast<off_t>(std::min(length, size_ - offset)), POSIX_FADV_WILLNEED);
 }
 
+void AdviseWillNeed(const fs::path& path, uint64_t offset, uint64_t length) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_WILLNEED);
+  ::close(fd);
+}
+
 Result<std::string> ReadFile(const fs::path& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError(path.string(), errno);

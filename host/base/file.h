@@ -104,6 +104,12 @@ class ReadOnlyFile {
 // The whole content of a file.
 Result<std::string> ReadFile(const fs::path& path);
 
+// Hints the kernel to read [offset, offset + length) of the file at `path`
+// into the page cache now, without waiting (POSIX_FADV_WILLNEED), so that a
+// read soon after finds it there. Best effort: errors are ignored, since
+// the read that follows reports them.
+void AdviseWillNeed(const fs::path& path, uint64_t offset, uint64_t length);
+
 // Creates or truncates `path` and writes `content`.
 Status WriteFile(const fs::path& path, std::string_view content);
 

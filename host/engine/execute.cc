@@ -23,9 +23,11 @@ namespace ckptbridge::engine {
 namespace {
 
 // Runs a plan's units through ForEachUnit, each holding its working set
-// from the budget. A unit too large for the budget is named once.
+// from the budget. A unit too large for the budget is named once. `prefetch`
+// reads the next unit's source ahead (ForEachUnit).
 Status RunUnits(const Plan& plan, const ExecuteOptions& options,
-                const std::function<Status(const Unit&)>& body) {
+                const std::function<Status(const Unit&)>& body,
+                const std::function<void(const Unit&)>& prefetch) {
   std::vector<uint64_t> memory(plan.units.size());
   size_t largest = 0;
   for (size_t i = 0; i < plan.units.size(); ++i) {
@@ -46,7 +48,8 @@ Status RunUnits(const Plan& plan, const ExecuteOptions& options,
   }
   return ForEachUnit(
       plan.units.size(), options, [&](size_t i) { return plan.units[i].bytes; },
-      [&](size_t i) { return body(plan.units[i]); }, [&](size_t i) { return memory[i]; });
+      [&](size_t i) { return body(plan.units[i]); }, [&](size_t i) { return memory[i]; },
+      [&](size_t i) { prefetch(plan.units[i]); });
 }
 
 Result<Tensor> Widen(DType dtype, const void* data, const Shape& shape) {
@@ -201,7 +204,8 @@ uint64_t UnitMemoryLimit(uint64_t max_memory) {
 Status ForEachUnit(size_t count, const ExecuteOptions& options,
                    const std::function<uint64_t(size_t)>& bytes,
                    const std::function<Status(size_t)>& body,
-                   const std::function<uint64_t(size_t)>& memory) {
+                   const std::function<uint64_t(size_t)>& memory,
+                   const std::function<void(size_t)>& prefetch) {
   std::optional<MemoryBudget> budget;
   if (options.max_memory > 0 && memory) budget.emplace(options.max_memory);
   std::mutex mutex;
@@ -241,6 +245,7 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
         [&](const tbb::blocked_range<size_t>& range) {
           for (size_t i = range.begin(); i != range.end(); ++i) {
             if (failed.load()) return;
+            if (prefetch && i + 1 < count) prefetch(i + 1);
             Status status;
             if (options.cancel && options.cancel->load()) {
               status = Cancelled("interrupted");
@@ -328,7 +333,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
     CKB_RETURN_IF_ERROR(writer.AddArray(keys, mt.dtype, mt.shape, mt.chunk_shape).status());
   }
 
-  return RunUnits(plan, options, [&](const Unit& unit) -> Status {
+  auto convert = [&](const Unit& unit) -> Status {
     const PlannedRule& rule = plan.rules[unit.rule];
     CKB_ASSIGN_OR_RETURN(const Chain forward, UnitChain(rule, unit, Direction::kToMaxText));
     if (unit.hf_tensors.size() == 1 && rule.mt_tensors.size() == 1 &&
@@ -341,10 +346,12 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[0]];
       std::string bytes;
       {
+        // The first transpose reads the mapped source itself.
         CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes in, ReadHfPart(source, hf, unit));
-        bytes.assign(reinterpret_cast<const char*>(in.data()), in.size());
+        CKB_RETURN_IF_ERROR(RunLayoutChain(
+            forward, DTypeSize(mt.dtype),
+            std::string_view(reinterpret_cast<const char*>(in.data()), in.size()), bytes));
       }
-      CKB_RETURN_IF_ERROR(RunLayoutChain(forward, DTypeSize(mt.dtype), bytes));
       std::vector<int64_t> origin;
       Shape extent;
       UnitMtRegion(rule, unit, mt.shape, origin, extent);
@@ -398,7 +405,17 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       CKB_RETURN_IF_ERROR(WriteRegionChunks(writer, mt, origin, extent, bytes));
     }
     return Status::Ok();
-  });
+  };
+  auto prefetch = [&](const Unit& unit) {
+    for (size_t idx : unit.hf_tensors) {
+      const HfTensor& hf = plan.hf_tensors[idx];
+      const safetensors::CheckpointTensor* t = source.Find(hf.source_name);
+      if (!t) continue;
+      const HfPart part = UnitHfPart(hf, unit);
+      t->file->Prefetch(*t->info, part.byte_offset, part.num_bytes);
+    }
+  };
+  return RunUnits(plan, options, convert, prefetch);
 }
 
 Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::filesystem::path& dir,
@@ -423,7 +440,7 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
     arrays.push_back(entry);
   }
 
-  CKB_RETURN_IF_ERROR(RunUnits(plan, options, [&](const Unit& unit) -> Status {
+  auto convert = [&](const Unit& unit) -> Status {
     const PlannedRule& rule = plan.rules[unit.rule];
     CKB_ASSIGN_OR_RETURN(const Chain backward, UnitChain(rule, unit, Direction::kToHf));
     if (unit.hf_tensors.size() == 1 && rule.mt_tensors.size() == 1 &&
@@ -481,7 +498,18 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
       }
     }
     return Status::Ok();
-  }));
+  };
+  auto prefetch = [&](const Unit& unit) {
+    const PlannedRule& rule = plan.rules[unit.rule];
+    for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
+      const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
+      std::vector<int64_t> origin;
+      Shape extent;
+      UnitMtRegion(rule, unit, mt.shape, origin, extent);
+      source.Reader(*arrays[rule.mt_tensors[i]])->Prefetch(origin, extent);
+    }
+  };
+  CKB_RETURN_IF_ERROR(RunUnits(plan, options, convert, prefetch));
 
   for (auto& writer : writers) CKB_RETURN_IF_ERROR(writer->Finish());
   if (shards.shards.size() > 1) CKB_RETURN_IF_ERROR(safetensors::WriteIndex(dir, shards));

@@ -506,29 +506,69 @@ bool IsLayoutOnly(const Chain& chain) {
   return true;
 }
 
-Status RunLayoutChain(const Chain& chain, size_t element_size, std::string& bytes) {
+namespace {
+
+Status CheckLayoutChain(const Chain& chain, size_t element_size, size_t bytes) {
   if (!IsLayoutOnly(chain)) return Internal("not a chain of transposes and reshapes");
   if (element_size != 2 && element_size != 4) {
     return Internal("layout chains move 2- or 4-byte elements, not " +
                     std::to_string(element_size));
   }
   const auto n = static_cast<size_t>(NumElementsUnchecked(chain.inputs[0]));
-  if (bytes.size() != n * element_size) {
-    return Internal("layout chain: " + std::to_string(bytes.size()) + " bytes for " +
-                    std::to_string(n) + " elements of " + std::to_string(element_size));
+  if (bytes != n * element_size) {
+    return Internal("layout chain: " + std::to_string(bytes) + " bytes for " + std::to_string(n) +
+                    " elements of " + std::to_string(element_size));
   }
+  return Status::Ok();
+}
+
+size_t CountTransposes(const Chain& chain) {
+  return static_cast<size_t>(
+      std::count_if(chain.steps.begin(), chain.steps.end(),
+                    [](const ChainStep& step) { return step.op.kind == OpKind::kTranspose; }));
+}
+
+void TransposeElements(const ChainStep& step, size_t element_size, const char* src, char* dst) {
+  if (element_size == 2) {
+    TransposeKernel(reinterpret_cast<const uint16_t*>(src), step.in[0], step.op.values,
+                    reinterpret_cast<uint16_t*>(dst));
+  } else {
+    TransposeKernel(reinterpret_cast<const uint32_t*>(src), step.in[0], step.op.values,
+                    reinterpret_cast<uint32_t*>(dst));
+  }
+}
+
+}  // namespace
+
+Status RunLayoutChain(const Chain& chain, size_t element_size, std::string& bytes) {
+  CKB_RETURN_IF_ERROR(CheckLayoutChain(chain, element_size, bytes.size()));
+  if (CountTransposes(chain) == 0) return Status::Ok();  // reshapes move nothing
+  std::string out;
+  CKB_RETURN_IF_ERROR(RunLayoutChain(chain, element_size, bytes, out));
+  bytes.swap(out);
+  return Status::Ok();
+}
+
+Status RunLayoutChain(const Chain& chain, size_t element_size, std::string_view in,
+                      std::string& out) {
+  CKB_RETURN_IF_ERROR(CheckLayoutChain(chain, element_size, in.size()));
+  size_t left = CountTransposes(chain);
+  if (left == 0) {
+    out.assign(in);
+    return Status::Ok();
+  }
+  // Each transpose reads the previous result and writes the other buffer;
+  // the last one ends in `out`.
   std::string scratch;
+  const char* src = in.data();
   for (const ChainStep& step : chain.steps) {
     if (step.op.kind != OpKind::kTranspose) continue;  // a reshape moves nothing
-    scratch.resize(bytes.size());
-    if (element_size == 2) {
-      TransposeKernel(reinterpret_cast<const uint16_t*>(bytes.data()), step.in[0], step.op.values,
-                      reinterpret_cast<uint16_t*>(scratch.data()));
-    } else {
-      TransposeKernel(reinterpret_cast<const uint32_t*>(bytes.data()), step.in[0], step.op.values,
-                      reinterpret_cast<uint32_t*>(scratch.data()));
-    }
-    bytes.swap(scratch);
+    --left;
+    std::string& dst = src == out.data() ? scratch : out;
+    dst.resize(in.size());
+    TransposeElements(step, element_size, src, dst.data());
+    src = dst.data();
+    if (left == 0 && &dst == &scratch) out.swap(scratch);
   }
   return Status::Ok();
 }

@@ -18,6 +18,7 @@
 #define CKPTBRIDGE_HOST_ENGINE_OPS_H_
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "host/base/shape.h"
@@ -77,6 +78,11 @@ bool IsLayoutOnly(const Chain& chain);
 // bytes (2 or 4) shaped as the chain's input; on return they are shaped as
 // its output. Bit-exact by construction.
 Status RunLayoutChain(const Chain& chain, size_t element_size, std::string& bytes);
+// The same from `in` (which may be a mapping of the source: it is only
+// read) into `out`, without first copying `in`: the first transpose reads
+// it directly.
+Status RunLayoutChain(const Chain& chain, size_t element_size, std::string_view in,
+                      std::string& out);
 
 // Kernels, exposed for tests and benchmarks. Shapes are assumed valid.
 Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm);

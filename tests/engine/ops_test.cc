@@ -106,7 +106,13 @@ TEST(LayoutChainTest, MovesStoredElementsAsTheF32ChainMovesValues) {
       const auto v = static_cast<uint32_t>(t.data[i]);
       std::memcpy(bytes.data() + i * size, &v, size);  // little-endian low bytes
     }
+    // From a read-only source into a separate buffer (how the engine reads
+    // a mapped safetensors slice) and in place: the same bytes.
+    const std::string source = bytes;
+    std::string out = "stale";
+    ASSERT_TRUE(RunLayoutChain(*chain, size, std::string_view(source), out).ok());
     ASSERT_TRUE(RunLayoutChain(*chain, size, bytes).ok());
+    EXPECT_EQ(out, bytes);
     ASSERT_EQ(bytes.size(), t.data.size() * size);
     for (size_t i = 0; i < t.data.size(); ++i) {
       uint32_t v = 0;
@@ -144,6 +150,18 @@ TEST(LayoutChainTest, TransposesEveryEdgeOfTheSimdSquaresExactly) {
       }
     }
   }
+}
+
+TEST(LayoutChainTest, ReshapesAloneCopyTheSourceUnchanged) {
+  Result<Chain> chain = ResolveChain({Op(OpKind::kReshape, {6})}, {{2, 3}});
+  ASSERT_TRUE(chain.ok());
+  const std::string source = "abcdefghijkl";  // six 2-byte elements
+  std::string out;
+  ASSERT_TRUE(RunLayoutChain(*chain, 2, std::string_view(source), out).ok());
+  EXPECT_EQ(out, source);
+  std::string wrong;
+  EXPECT_EQ(RunLayoutChain(*chain, 2, std::string_view(source).substr(2), wrong).message(),
+            "layout chain: 10 bytes for 6 elements of 2");
 }
 
 TEST(LayoutChainTest, RefusesWhatItCannotMove) {

@@ -568,6 +568,33 @@ Status ArrayReader::ReadRegion(const std::vector<int64_t>& origin, const Shape& 
   }
 }
 
+void ArrayReader::Prefetch(const std::vector<int64_t>& origin, const Shape& shape) const {
+  const Shape& array_shape = metadata_.shape;
+  const Shape& chunk_shape = metadata_.chunk_shape;
+  const size_t rank = array_shape.size();
+  if (origin.size() != rank || shape.size() != rank) return;
+  std::vector<int64_t> first(rank), last(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    if (origin[i] < 0 || shape[i] <= 0 || origin[i] > array_shape[i] ||
+        shape[i] > array_shape[i] - origin[i]) {
+      return;
+    }
+    first[i] = origin[i] / chunk_shape[i];
+    last[i] = (origin[i] + shape[i] - 1) / chunk_shape[i];
+  }
+  std::vector<int64_t> index = first;
+  for (;;) {
+    store_->Prefetch(name_ + "/" + metadata_.ChunkKey(index));
+    size_t d = rank;
+    for (;;) {
+      if (d == 0) return;
+      --d;
+      if (++index[d] <= last[d]) break;
+      index[d] = first[d];
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // ItemReader
 

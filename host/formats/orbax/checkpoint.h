@@ -109,6 +109,9 @@ class ArrayReader {
   // calls that touch the same chunk decode it once (a small per-reader cache
   // holds the most recently decoded chunk).
   Status ReadRegion(const std::vector<int64_t>& origin, const Shape& shape, void* out) const;
+  // Hints that ReadRegion(origin, shape) comes soon: the store reads the
+  // chunks' bytes ahead (KvStore::Prefetch). An invalid region is ignored.
+  void Prefetch(const std::vector<int64_t>& origin, const Shape& shape) const;
 
  private:
   Result<std::shared_ptr<const std::string>> Chunk(const std::vector<int64_t>& index) const;

@@ -57,6 +57,11 @@ Result<std::string> FileKvStore::Read(std::string_view key) const {
   return content;
 }
 
+void FileKvStore::Prefetch(std::string_view key) const {
+  if (!ValidateKey(key).ok()) return;
+  AdviseWillNeed(root_ / key, 0, 0);  // length 0: to the end of the file
+}
+
 Result<bool> FileKvStore::Contains(std::string_view key) const {
   CKB_RETURN_IF_ERROR(ValidateKey(key));
   std::error_code ec;

@@ -36,6 +36,10 @@ class KvStore {
   virtual Status Write(std::string_view key, std::string_view value) = 0;
   // Where `key` lives, for messages ("<dir>/<key>").
   virtual std::string Describe(std::string_view key) const = 0;
+  // Hints that `key` will be read soon: a store on disk asks the kernel to
+  // read its bytes ahead (AdviseWillNeed), so that reading overlaps the
+  // work before it. No effect on results; unknown keys are ignored.
+  virtual void Prefetch(std::string_view key) const { (void)key; }
 };
 
 // Keys as files below a directory (Orbax without OCDBT). Write creates
@@ -49,6 +53,7 @@ class FileKvStore final : public KvStore {
   Result<bool> Contains(std::string_view key) const override;
   Status Write(std::string_view key, std::string_view value) override;
   std::string Describe(std::string_view key) const override;
+  void Prefetch(std::string_view key) const override;
 
   const std::filesystem::path& root() const { return root_; }
 

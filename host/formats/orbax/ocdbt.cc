@@ -13,6 +13,8 @@
 #include <tuple>
 #include <utility>
 
+#include "host/base/file.h"
+
 namespace ckptbridge::orbax {
 namespace {
 
@@ -380,6 +382,12 @@ Result<std::string> OcdbtReader::Read(std::string_view key) const {
   CKB_RETURN_IF_ERROR(CheckNoSymlinkEscape(dir_ / value.data, dir_));
   return ReadRange(dir_ / value.data, value.offset, value.length,
                    "value of OCDBT key " + Quoted(key));
+}
+
+void OcdbtReader::Prefetch(std::string_view key) const {
+  auto it = values_.find(key);
+  if (it == values_.end() || !it->second.out_of_line) return;
+  AdviseWillNeed(dir_ / it->second.data, it->second.offset, it->second.length);
 }
 
 Result<bool> OcdbtReader::Contains(std::string_view key) const {

@@ -68,6 +68,7 @@ class OcdbtReader final : public KvStore {
   Status Write(std::string_view key, std::string_view value) override;
   // "<dir> OCDBT key 'k'", plus where an out-of-line value is stored.
   std::string Describe(std::string_view key) const override;
+  void Prefetch(std::string_view key) const override;
 
   // Keys starting with `prefix`, sorted by bytes.
   std::vector<std::string> ListKeys(std::string_view prefix = "") const;

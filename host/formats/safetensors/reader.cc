@@ -428,6 +428,12 @@ void File::Prefetch(const TensorInfo& tensor) const {
   file_.WillNeed(data_offset() + tensor.begin, tensor.num_bytes());
 }
 
+void File::Prefetch(const TensorInfo& tensor, uint64_t offset, uint64_t length) const {
+  const uint64_t size = tensor.num_bytes();
+  if (offset >= size) return;
+  file_.WillNeed(data_offset() + tensor.begin + offset, std::min(length, size - offset));
+}
+
 namespace {
 
 constexpr std::string_view kIndexName = "model.safetensors.index.json";

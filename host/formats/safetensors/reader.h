@@ -134,6 +134,9 @@ class File {
   // Hints the kernel to read the tensor's pages ahead (into the page cache;
   // maps nothing).
   void Prefetch(const TensorInfo& tensor) const;
+  // The same for bytes [offset, offset + length) of the tensor only (the
+  // slice a conversion unit reads next).
+  void Prefetch(const TensorInfo& tensor, uint64_t offset, uint64_t length) const;
   // Drops the tensor's pages of the whole-file mapping (Data()) from this
   // process's resident set once it has been read (they are read again if
   // touched). Data() stays valid. Views from ReadRange release their pages
