@@ -30,8 +30,14 @@ void ReexecWithHugePageMalloc(char** argv) {
   const std::string value = (tunables != nullptr && *tunables != '\0')
                                 ? std::string(tunables) + ":glibc.malloc.hugetlb=1"
                                 : std::string("glibc.malloc.hugetlb=1");
+  // The binary's own path rather than /proc/self/exe, which would make the
+  // process's name "exe" in ps and top.
+  char self[4096];
+  const ssize_t length = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (length <= 0) return;
+  self[length] = '\0';
   if (::setenv("GLIBC_TUNABLES", value.c_str(), 1) != 0) return;
-  ::execv("/proc/self/exe", argv);
+  ::execv(self, argv);
   ::unsetenv("GLIBC_TUNABLES");  // exec failed: run as we are
   if (tunables != nullptr) ::setenv("GLIBC_TUNABLES", tunables, 1);
 #else
