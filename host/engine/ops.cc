@@ -399,6 +399,26 @@ void TransposeBlock(const T* src, int64_t src_stride, T* dst, int64_t dst_stride
   TransposeBlockScalar(src, src_stride, dst, dst_stride, rows, cols);
 }
 
+// A whole kTile x kTile tile, through a small buffer. Rows of real weights
+// are often a power of two apart (4096 bf16 = 8 KiB), so a tile's 32 source
+// rows, and its 32 destination rows, fall into the same few cache sets and
+// evict each other before every 16-byte piece of their lines is used: the
+// 4096 x 4096 bf16 transpose ran at 0.66 GB/s. Copying the tile's rows into
+// the buffer first reads each source line once, whole; transposing out of
+// the buffer one band of destination rows at a time writes each destination
+// line whole before the next.
+template <typename T>
+void TransposeFullTile(const T* src, int64_t src_stride, T* dst, int64_t dst_stride) {
+  alignas(64) T tile[kTile * kTile];
+  for (int64_t r = 0; r < kTile; ++r) {
+    std::memcpy(tile + r * kTile, src + r * src_stride, kTile * sizeof(T));
+  }
+  constexpr int64_t kBand = sizeof(T) == 2 ? 8 : 4;  // the SIMD square
+  for (int64_t c = 0; c < kTile; c += kBand) {
+    TransposeBlock(tile + c, kTile, dst + c * dst_stride, dst_stride, kTile, kBand);
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -468,8 +488,13 @@ void TransposeKernel(const T* src, const Shape& in_shape, const std::vector<int6
       const int64_t a1 = std::min(n_outer, a0 + kTile);
       for (int64_t z0 = 0; z0 < n_inner; z0 += kTile) {
         const int64_t z1 = std::min(n_inner, z0 + kTile);
-        TransposeBlock(src + in_base + a0 * in_outer + z0, in_outer,
-                       dst + out_base + z0 * out_inner + a0, out_inner, a1 - a0, z1 - z0);
+        if (a1 - a0 == kTile && z1 - z0 == kTile) {
+          TransposeFullTile(src + in_base + a0 * in_outer + z0, in_outer,
+                            dst + out_base + z0 * out_inner + a0, out_inner);
+        } else {
+          TransposeBlock(src + in_base + a0 * in_outer + z0, in_outer,
+                         dst + out_base + z0 * out_inner + a0, out_inner, a1 - a0, z1 - z0);
+        }
       }
     }
     size_t k = rest.size();
