@@ -1053,6 +1053,42 @@ TEST(CheckpointWriterTest, ZstdLevelIsCheckedAndRecorded) {
   }
 }
 
+TEST(ArrayReaderTest, PrefetchIsAHintThatChangesNothing) {
+  // Prefetch asks the kernel to read chunks ahead; valid, invalid and empty
+  // regions alike return nothing and leave what ReadRegion reads as it was.
+  for (bool ocdbt : {false, true}) {
+    ScratchDir dir;
+    WriteOptions options;
+    options.ocdbt = ocdbt;
+    std::unique_ptr<CheckpointWriter> writer =
+        ValueOrFail(CheckpointWriter::Create(dir.path(), options));
+    ASSERT_TRUE(writer->AddArray({"p", "w"}, DType::kF32, {4, 600}, {2, 600}).ok());
+    std::vector<float> values(2 * 600);
+    for (int chunk = 0; chunk < 2; ++chunk) {
+      for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(chunk * 10000 + i);
+      ASSERT_TRUE(writer
+                      ->WriteChunk("p.w", {chunk, 0},
+                                   std::string_view(reinterpret_cast<const char*>(values.data()),
+                                                    values.size() * sizeof(float)))
+                      .ok());
+    }
+    ASSERT_TRUE(writer->Finish(nullptr).ok());
+    std::unique_ptr<ItemReader> item = OpenOrFail(dir.path());
+    ASSERT_NE(item, nullptr);
+    const std::unique_ptr<ArrayReader> reader = item->Reader(*item->Find("p.w"));
+    reader->Prefetch({0, 0}, {4, 600});
+    reader->Prefetch({3, 0}, {2, 600});   // past the end
+    reader->Prefetch({0}, {4});           // wrong rank
+    reader->Prefetch({0, 0}, {0, 600});   // empty
+    reader->Prefetch({-1, 0}, {1, 600});  // negative origin
+    item->store().Prefetch("p.w/no-such-key");
+    std::vector<float> row(600);
+    ASSERT_TRUE(reader->ReadRegion({3, 0}, {1, 600}, row.data()).ok());
+    EXPECT_EQ(row[0], 10000.0f + 600) << (ocdbt ? "OCDBT" : "files");
+    EXPECT_EQ(row[599], 10000.0f + 1199);
+  }
+}
+
 TEST(ResolveItemTest, SaysWhatItExpected) {
   ScratchDir dir;
   Result<ItemLocation> location = ResolveItem(dir.path());
