@@ -25,6 +25,7 @@ std::string WrittenZarr3Json(DType dtype, Shape shape, Shape chunk_shape) {
   return m.ToZarr3Json();
 }
 
+using ::ckptbridge::orbax::testing::AsBytes;
 using ::ckptbridge::orbax::testing::CompatFixture;
 using ::ckptbridge::orbax::testing::FromBytes;
 using ::ckptbridge::orbax::testing::OrbaxFixture;
@@ -1035,11 +1036,7 @@ TEST(CheckpointWriterTest, ZstdLevelIsCheckedAndRecorded) {
         ValueOrFail(CheckpointWriter::Create(dir.path(), options));
     ASSERT_TRUE(writer->AddArray({"p", "w"}, DType::kF32, {2, 3}, {2, 3}).ok());
     const std::vector<float> values = {1, 2, 3, 4, 5, 6};
-    ASSERT_TRUE(writer
-                    ->WriteChunk("p.w", {0, 0},
-                                 std::string_view(reinterpret_cast<const char*>(values.data()),
-                                                  values.size() * sizeof(float)))
-                    .ok());
+    ASSERT_TRUE(writer->WriteChunk("p.w", {0, 0}, AsBytes(values)).ok());
     ASSERT_TRUE(writer->Finish(nullptr).ok());
     std::unique_ptr<ItemReader> item = OpenOrFail(dir.path());
     ASSERT_NE(item, nullptr);
@@ -1066,11 +1063,7 @@ TEST(ArrayReaderTest, PrefetchIsAHintThatChangesNothing) {
     std::vector<float> values(2 * 600);
     for (int chunk = 0; chunk < 2; ++chunk) {
       for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(chunk * 10000 + i);
-      ASSERT_TRUE(writer
-                      ->WriteChunk("p.w", {chunk, 0},
-                                   std::string_view(reinterpret_cast<const char*>(values.data()),
-                                                    values.size() * sizeof(float)))
-                      .ok());
+      ASSERT_TRUE(writer->WriteChunk("p.w", {chunk, 0}, AsBytes(values)).ok());
     }
     ASSERT_TRUE(writer->Finish(nullptr).ok());
     std::unique_ptr<ItemReader> item = OpenOrFail(dir.path());
