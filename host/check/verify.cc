@@ -208,7 +208,7 @@ class Verifier {
     exec.threads = options_.threads;
     exec.progress = options_.progress;
     exec.cancel = options_.cancel;
-    exec.max_memory = options_.max_memory > 0 ? options_.max_memory : engine::DefaultMaxMemory();
+    exec.max_memory = engine::MaxMemoryOrDefault(options_.max_memory);
     // Both sides of a slice are held at once: about twice what converting
     // it takes.
     CKB_RETURN_IF_ERROR(engine::ForEachUnit(

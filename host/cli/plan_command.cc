@@ -62,8 +62,8 @@ void PrintPlanSummary(const engine::Plan& plan, int threads, uint64_t max_shard_
       << (to_maxtext ? plan.hf_tensors.size() : plan.mt_tensors.size()) << " tensors, write "
       << HumanBytes(plan.write_bytes) << " in "
       << (to_maxtext ? plan.mt_tensors.size() : plan.hf_tensors.size()) << " tensors";
-  Result<check::PlanEstimate> e = check::Estimate(
-      plan, threads, max_shard_bytes, max_memory > 0 ? max_memory : engine::DefaultMaxMemory());
+  Result<check::PlanEstimate> e =
+      check::Estimate(plan, threads, max_shard_bytes, engine::MaxMemoryOrDefault(max_memory));
   if (!e.ok()) {
     out << '\n';
     return;

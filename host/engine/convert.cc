@@ -1,5 +1,6 @@
 #include "host/engine/convert.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <system_error>
@@ -59,16 +60,43 @@ void ReportIgnored(const ConvertObserver& observer, const Plan& plan) {
   }
 }
 
+// How a conversion runs its units: threads, budget, progress, cancellation,
+// the plugin for custom ops, and where roundings are audited.
+ExecuteOptions ConversionExecuteOptions(const ConvertOptions& options,
+                                        const ConvertObserver& observer, const Adapter* adapter,
+                                        CastAudit& audit) {
+  ExecuteOptions exec;
+  exec.threads = options.threads;
+  exec.max_memory = MaxMemoryOrDefault(options.max_memory);
+  exec.notice = [&observer](const std::string& line) { Notice(observer, line); };
+  exec.progress = observer.progress;
+  exec.cancel = observer.cancel;
+  exec.adapter = adapter;
+  exec.cast_audit = &audit;
+  return exec;
+}
+
+// The options that shape how the output is stored: shard size to HF; OCDBT,
+// zarr version and zstd level to MaxText. Part of both the resume
+// fingerprint and the receipt's flags.
+json OutputLayoutOptions(const ConvertOptions& options) {
+  if (options.direction == Direction::kToHf) {
+    return {{"max_shard_bytes", options.max_shard_bytes}};
+  }
+  return {{"ocdbt", options.ocdbt.value_or(true)},
+          {"zarr3", options.zarr3.value_or(true)},
+          {"zstd_level", options.zstd_level.value_or(orbax::kDefaultZstdLevel)}};
+}
+
 // The fingerprint of a conversion (journal.h): what a killed run and its
 // resume must agree on for the pieces of one to serve the other.
 json ConversionFingerprint(const ConvertOptions& options, const LoadedPlugin& plugin,
                            const std::string& model_type, bool scan, const json& hf_config,
                            const Plan& plan, json source_files) {
-  const bool to_hf = options.direction == Direction::kToHf;
   std::error_code ec;
   json fingerprint = {
       {"ckptbridge", kVersion},
-      {"direction", to_hf ? "hf" : "maxtext"},
+      {"direction", options.direction == Direction::kToHf ? "hf" : "maxtext"},
       {"plugin", plugin.name + " " + plugin.version},
       {"model_type", model_type},
       {"hf_config", hf_config},
@@ -77,13 +105,7 @@ json ConversionFingerprint(const ConvertOptions& options, const LoadedPlugin& pl
        {{"path", fs::absolute(options.source, ec).lexically_normal().string()},
         {"files", std::move(source_files)}}},
       {"plan", Journal::FingerprintPlan(plan)}};
-  if (to_hf) {
-    fingerprint["options"]["max_shard_bytes"] = options.max_shard_bytes;
-  } else {
-    fingerprint["options"]["ocdbt"] = options.ocdbt.value_or(true);
-    fingerprint["options"]["zarr3"] = options.zarr3.value_or(true);
-    fingerprint["options"]["zstd_level"] = options.zstd_level.value_or(orbax::kDefaultZstdLevel);
-  }
+  fingerprint["options"].update(OutputLayoutOptions(options));
   return fingerprint;
 }
 
@@ -171,8 +193,8 @@ json ReceiptFlags(const ConvertOptions& options, bool scan_layers) {
                 {"save_dtype", options.save_dtype.empty() ? "default" : options.save_dtype},
                 {"plugin_options", options.plugin_options}};
   if (!options.family.empty()) flags["family"] = options.family;
+  flags.update(OutputLayoutOptions(options));
   if (to_hf) {
-    flags["max_shard_bytes"] = options.max_shard_bytes;
     std::error_code ec;
     if (!options.hf_config_file.empty()) {
       flags["hf_config"] = fs::absolute(options.hf_config_file, ec).lexically_normal().string();
@@ -181,12 +203,22 @@ json ReceiptFlags(const ConvertOptions& options, bool scan_layers) {
     if (!options.tokenizer_dir.empty()) {
       flags["tokenizer"] = fs::absolute(options.tokenizer_dir, ec).lexically_normal().string();
     }
-  } else {
-    flags["ocdbt"] = options.ocdbt.value_or(true);
-    flags["zarr3"] = options.zarr3.value_or(true);
-    flags["zstd_level"] = options.zstd_level.value_or(orbax::kDefaultZstdLevel);
   }
   return flags;
+}
+
+// What both directions record in the receipt about the conversion itself;
+// the caller adds the source.
+ReceiptInputs ConversionReceipt(const ConvertOptions& options, const LoadedPlugin& plugin,
+                                const std::string& model_type, const RuleSet& rules,
+                                const Plan& plan, bool scan) {
+  ReceiptInputs receipt;
+  receipt.plugin = &plugin;
+  receipt.model_type = model_type;
+  receipt.rules = &rules;
+  receipt.plan = &plan;
+  receipt.flags = ReceiptFlags(options, scan);
+  return receipt;
 }
 
 Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegistry& plugins,
@@ -222,8 +254,7 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
 
   ToMaxTextOptions plan_options;
   CKB_ASSIGN_OR_RETURN(plan_options.save_dtype, ParseSaveDType(options.save_dtype, DType::kBF16));
-  plan_options.max_unit_memory =
-      UnitMemoryLimit(options.max_memory ? options.max_memory : DefaultMaxMemory());
+  plan_options.max_unit_memory = UnitMemoryLimit(MaxMemoryOrDefault(options.max_memory));
   CKB_ASSIGN_OR_RETURN(Plan plan,
                        PlanToMaxText(rules, *source, plan_options, PluginLabel(*plugin)));
   ReportIgnored(observer, plan);
@@ -251,15 +282,8 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
   CKB_ASSIGN_OR_RETURN(std::unique_ptr<orbax::CheckpointWriter> writer,
                        orbax::CheckpointWriter::Create(staged.staging(), write_options));
   output.journal->Attach(*writer);
-  ExecuteOptions exec;
-  exec.threads = options.threads;
-  exec.max_memory = options.max_memory ? options.max_memory : DefaultMaxMemory();
-  exec.notice = [&](const std::string& line) { Notice(observer, line); };
-  exec.progress = observer.progress;
-  exec.cancel = observer.cancel;
-  exec.adapter = adapter.get();
   CastAudit audit(options.allow_lossy);
-  exec.cast_audit = &audit;
+  ExecuteOptions exec = ConversionExecuteOptions(options, observer, adapter.get(), audit);
   // The receipt names every byte read: hash the source on a thread of its
   // own while the units read it (the page cache serves both).
   CKB_ASSIGN_OR_RETURN(std::vector<SourceFile> receipt_files, HfSourceFiles(*source, config_path));
@@ -285,12 +309,7 @@ Result<ConvertSummary> ToMaxText(const ConvertOptions& options, const PluginRegi
         {"dtypes", source_dtypes}}},
       {"save_dtype", options.save_dtype.empty() ? "bfloat16" : options.save_dtype},
   };
-  ReceiptInputs receipt;
-  receipt.plugin = plugin;
-  receipt.model_type = model_type;
-  receipt.rules = &rules;
-  receipt.plan = &plan;
-  receipt.flags = ReceiptFlags(options, scan);
+  ReceiptInputs receipt = ConversionReceipt(options, *plugin, model_type, rules, plan, scan);
   receipt.source_format = "huggingface";
   receipt.source_path = options.source;
   CKB_ASSIGN_OR_RETURN(receipt.source_files, hasher.Wait());
@@ -343,12 +362,7 @@ Result<json> HfReceipt(const ConvertOptions& options, const LoadedPlugin& plugin
          config, bytes});
   }
   SourceHasher hasher(std::move(files), observer.cancel);
-  ReceiptInputs receipt;
-  receipt.plugin = &plugin;
-  receipt.model_type = model_type;
-  receipt.rules = &rules;
-  receipt.plan = &plan;
-  receipt.flags = ReceiptFlags(options, scan);
+  ReceiptInputs receipt = ConversionReceipt(options, plugin, model_type, rules, plan, scan);
   receipt.source_format = "orbax";
   receipt.source_path = item.location().item_dir;
   CKB_ASSIGN_OR_RETURN(receipt.source_files, hasher.Wait());
@@ -414,8 +428,7 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   }
   ToHfOptions plan_options;
   CKB_ASSIGN_OR_RETURN(plan_options.save_dtype, ParseSaveDType(options.save_dtype, default_dtype));
-  plan_options.max_unit_memory =
-      UnitMemoryLimit(options.max_memory ? options.max_memory : DefaultMaxMemory());
+  plan_options.max_unit_memory = UnitMemoryLimit(MaxMemoryOrDefault(options.max_memory));
   CKB_ASSIGN_OR_RETURN(Plan plan, PlanToHf(rules, *item, plan_options, PluginLabel(*plugin)));
   ReportIgnored(observer, plan);
   if (observer.planned) observer.planned(plan);
@@ -427,10 +440,9 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
     written[t.dtype] += static_cast<uint64_t>(NumElementsUnchecked(t.shape)) * DTypeSize(t.dtype);
   }
   if (!written.empty()) {
-    auto most = written.begin();
-    for (auto it = written.begin(); it != written.end(); ++it) {
-      if (it->second > most->second) most = it;
-    }
+    const auto most =
+        std::max_element(written.begin(), written.end(),
+                         [](const auto& a, const auto& b) { return a.second < b.second; });
     const std::string name(ZarrName(most->first));
     out_config["torch_dtype"] = name;
     if (out_config.contains("dtype")) out_config["dtype"] = name;
@@ -443,15 +455,8 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
                                                          hf_config, plan, std::move(source_files)),
                                    plan.units.size(), observer));
   StagedOutput& staged = output.staged;
-  ExecuteOptions exec;
-  exec.threads = options.threads;
-  exec.max_memory = options.max_memory ? options.max_memory : DefaultMaxMemory();
-  exec.notice = [&](const std::string& line) { Notice(observer, line); };
-  exec.progress = observer.progress;
-  exec.cancel = observer.cancel;
-  exec.adapter = adapter.get();
   CastAudit audit(options.allow_lossy);
-  exec.cast_audit = &audit;
+  ExecuteOptions exec = ConversionExecuteOptions(options, observer, adapter.get(), audit);
   CKB_ASSIGN_OR_RETURN(json receipt,
                        HfReceipt(options, *plugin, model_type, rules, plan, scan, *item, observer));
   const json embedded = EmbeddedReceipt(receipt);

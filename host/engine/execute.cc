@@ -197,6 +197,10 @@ uint64_t DefaultMaxMemory() {
   return std::max<uint64_t>(physical / 4, uint64_t{256} << 20);
 }
 
+uint64_t MaxMemoryOrDefault(uint64_t max_memory) {
+  return max_memory > 0 ? max_memory : DefaultMaxMemory();
+}
+
 uint64_t UnitMemoryLimit(uint64_t max_memory) {
   return std::max<uint64_t>(max_memory / 8, uint64_t{64} << 10);
 }

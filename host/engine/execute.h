@@ -139,6 +139,9 @@ inline constexpr uint64_t kPerThreadOverheadBytes = uint64_t{16} << 20;
 // The default --max-memory: a quarter of the physical memory (at least
 // 256 MiB), leaving the rest to the page cache that streams the data.
 uint64_t DefaultMaxMemory();
+// `max_memory` when set (> 0), else DefaultMaxMemory(): what --max-memory
+// means when it is left out.
+uint64_t MaxMemoryOrDefault(uint64_t max_memory);
 
 // The largest working set one unit should have under a budget of
 // `max_memory`: an eighth of it (at least 64 KiB), so that several units fit

@@ -368,7 +368,7 @@ Result<ConvertSummary> RewriteMaxText(const RewriteOptions& options, const Plugi
   }
   ExecuteOptions exec;
   exec.threads = options.threads;
-  exec.max_memory = options.max_memory ? options.max_memory : DefaultMaxMemory();
+  exec.max_memory = MaxMemoryOrDefault(options.max_memory);
   exec.progress = observer.progress;
   exec.cancel = observer.cancel;
   CKB_RETURN_IF_ERROR(ForEachUnit(
