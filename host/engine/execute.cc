@@ -87,10 +87,16 @@ Result<safetensors::TensorBytes> ReadHfPart(const safetensors::Checkpoint& sourc
   return t->file->ReadRange(*t->info, part.byte_offset, part.num_bytes);
 }
 
-// Whether elements of `from` can be moved into `to` as they are stored: the
-// same dtype, of a size RunLayoutChain moves.
-bool SameElements(DType from, DType to) {
-  return from == to && (DTypeSize(from) == 2 || DTypeSize(from) == 4);
+// Whether `unit` can move the stored elements themselves, skipping the f32
+// round trip (the common bf16 -> bf16 kernel, either direction): one tensor
+// on each side, the same dtype, of a size RunLayoutChain moves, and a chain
+// (`unit`'s, in the direction at hand) that only moves values.
+bool MovesStoredElements(const Plan& plan, const Unit& unit, const Chain& chain) {
+  const PlannedRule& rule = plan.rules[unit.rule];
+  if (unit.hf_tensors.size() != 1 || rule.mt_tensors.size() != 1) return false;
+  const DType from = plan.hf_tensors[unit.hf_tensors[0]].dtype;
+  const DType to = plan.mt_tensors[rule.mt_tensors[0]].dtype;
+  return from == to && (DTypeSize(from) == 2 || DTypeSize(from) == 4) && IsLayoutOnly(chain);
 }
 
 // Where a custom transform's inputs come from, to prefix the plugin's error
@@ -340,12 +346,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
   auto convert = [&](const Unit& unit) -> Status {
     const PlannedRule& rule = plan.rules[unit.rule];
     CKB_ASSIGN_OR_RETURN(const Chain forward, UnitChain(rule, unit, Direction::kToMaxText));
-    if (unit.hf_tensors.size() == 1 && rule.mt_tensors.size() == 1 &&
-        SameElements(plan.hf_tensors[unit.hf_tensors[0]].dtype,
-                     plan.mt_tensors[rule.mt_tensors[0]].dtype) &&
-        IsLayoutOnly(forward)) {
-      // Values only move and the dtype stays: move the stored elements,
-      // skipping the f32 round trip (the common bf16 -> bf16 kernel).
+    if (MovesStoredElements(plan, unit, forward)) {
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[0]];
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[0]];
       std::string bytes;
@@ -444,62 +445,50 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
     arrays.push_back(entry);
   }
 
+  // The stored bytes of the unit's slice of its i-th MaxText array. A reader
+  // per slice: the chunk it caches is freed with it, so memory does not grow
+  // with the number of arrays.
+  auto read_slice = [&](const Unit& unit, size_t i) -> Result<std::string> {
+    const PlannedRule& rule = plan.rules[unit.rule];
+    const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
+    std::vector<int64_t> origin;
+    Shape extent;
+    UnitMtRegion(rule, unit, mt.shape, origin, extent);
+    std::string bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype),
+                      '\0');
+    CKB_RETURN_IF_ERROR(
+        source.Reader(*arrays[rule.mt_tensors[i]])->ReadRegion(origin, extent, bytes.data()));
+    return bytes;
+  };
+  // Writes the unit's part of `hf` (all of it unless the unit is a row block
+  // or one expert).
+  auto write_slice = [&](const Unit& unit, const HfTensor& hf, const std::string& bytes) {
+    const auto [shard, index] = shards.location.at(hf.name);
+    if (!unit.partial()) return writers[shard]->WriteTensor(index, bytes.data(), bytes.size());
+    const HfPart part = UnitHfPart(hf, unit);
+    return writers[shard]->WriteTensorPart(index, part.byte_offset, bytes.data(), bytes.size());
+  };
   auto convert = [&](const Unit& unit) -> Status {
     const PlannedRule& rule = plan.rules[unit.rule];
     CKB_ASSIGN_OR_RETURN(const Chain backward, UnitChain(rule, unit, Direction::kToHf));
-    if (unit.hf_tensors.size() == 1 && rule.mt_tensors.size() == 1 &&
-        SameElements(plan.hf_tensors[unit.hf_tensors[0]].dtype,
-                     plan.mt_tensors[rule.mt_tensors[0]].dtype) &&
-        IsLayoutOnly(backward)) {
-      // As to MaxText: move the stored elements, no f32 round trip.
+    if (MovesStoredElements(plan, unit, backward)) {
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[0]];
-      const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[0]];
-      std::vector<int64_t> origin;
-      Shape extent;
-      UnitMtRegion(rule, unit, mt.shape, origin, extent);
-      std::string bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype),
-                        '\0');
-      {
-        const std::unique_ptr<orbax::ArrayReader> reader =
-            source.Reader(*arrays[rule.mt_tensors[0]]);
-        CKB_RETURN_IF_ERROR(reader->ReadRegion(origin, extent, bytes.data()));
-      }
+      CKB_ASSIGN_OR_RETURN(std::string bytes, read_slice(unit, 0));
       CKB_RETURN_IF_ERROR(RunLayoutChain(backward, DTypeSize(hf.dtype), bytes));
-      const auto [shard, index] = shards.location.at(hf.name);
-      if (unit.partial()) {
-        const HfPart part = UnitHfPart(hf, unit);
-        return writers[shard]->WriteTensorPart(index, part.byte_offset, bytes.data(), bytes.size());
-      }
-      return writers[shard]->WriteTensor(index, bytes.data(), bytes.size());
+      return write_slice(unit, hf, bytes);
     }
     std::vector<Tensor> tensors;
     for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
-      const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
-      std::vector<int64_t> origin;
-      Shape extent;
-      UnitMtRegion(rule, unit, mt.shape, origin, extent);
-      std::string bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype),
-                        '\0');
-      // A reader per slice: the chunk it caches is freed with it, so memory
-      // does not grow with the number of arrays.
-      const std::unique_ptr<orbax::ArrayReader> reader = source.Reader(*arrays[rule.mt_tensors[i]]);
-      CKB_RETURN_IF_ERROR(reader->ReadRegion(origin, extent, bytes.data()));
-      CKB_ASSIGN_OR_RETURN(Tensor t,
-                           Widen(mt.dtype, bytes.data(), UnitMtSliceShape(rule, unit, i)));
+      CKB_ASSIGN_OR_RETURN(std::string bytes, read_slice(unit, i));
+      CKB_ASSIGN_OR_RETURN(Tensor t, Widen(plan.mt_tensors[rule.mt_tensors[i]].dtype, bytes.data(),
+                                           UnitMtSliceShape(rule, unit, i)));
       tensors.push_back(std::move(t));
     }
     CKB_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, RunChain(backward, std::move(tensors)));
     for (size_t j = 0; j < outputs.size(); ++j) {
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[j]];
       CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(hf.dtype, outputs[j], hf.name, options));
-      const auto [shard, index] = shards.location.at(hf.name);
-      if (unit.partial()) {
-        const HfPart part = UnitHfPart(hf, unit);
-        CKB_RETURN_IF_ERROR(
-            writers[shard]->WriteTensorPart(index, part.byte_offset, bytes.data(), bytes.size()));
-      } else {
-        CKB_RETURN_IF_ERROR(writers[shard]->WriteTensor(index, bytes.data(), bytes.size()));
-      }
+      CKB_RETURN_IF_ERROR(write_slice(unit, hf, bytes));
     }
     return Status::Ok();
   };

@@ -128,17 +128,10 @@ Result<fs::path> InsideStaging(const fs::path& staging, const std::string& relat
 // Empty when intact, else what is wrong.
 std::string CheckRange(const fs::path& path, uint64_t offset, uint64_t length, bool whole,
                        uint32_t expected) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return path.string() + ": " + std::strerror(errno);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  const off_t size = ::lseek(fd, 0, SEEK_END);
-  if (size < 0) return path.string() + ": " + std::strerror(errno);
-  if (whole
-          ? static_cast<uint64_t>(size) != length
-          : static_cast<uint64_t>(size) < offset || static_cast<uint64_t>(size) - offset < length) {
+  Result<ReadOnlyFile> file = ReadOnlyFile::Open(path);
+  if (!file.ok()) return file.status().message();
+  const uint64_t size = file->size();
+  if (whole ? size != length : size < offset || size - offset < length) {
     return path.string() + ": " + std::to_string(size) + " bytes, too short for bytes [" +
            std::to_string(offset) + ", " + std::to_string(offset + length) +
            ") the journal recorded";
@@ -147,11 +140,10 @@ std::string CheckRange(const fs::path& path, uint64_t offset, uint64_t length, b
   std::string buffer(std::min<uint64_t>(length, uint64_t{1} << 20), '\0');
   for (uint64_t done = 0; done < length;) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), length - done));
-    const ssize_t n = ::pread(fd, buffer.data(), want, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return path.string() + ": read failed at " + std::to_string(offset + done);
-    crc.Update(buffer.data(), static_cast<size_t>(n));
-    done += static_cast<uint64_t>(n);
+    const Status read = file->PRead(offset + done, buffer.data(), want);
+    if (!read.ok()) return read.message();
+    crc.Update(buffer.data(), want);
+    done += want;
   }
   if (crc.value() != expected) {
     return path.string() + ": bytes [" + std::to_string(offset) + ", " +
