@@ -51,17 +51,9 @@ MappedRegion::~MappedRegion() {
   if (base_) ::munmap(base_, mapped_);
 }
 
-void MappedRegion::WillNeed(size_t offset, size_t length) const {
-  if (!base_ || offset >= size_) return;
-  // Page-align from the mapping's start, where data_ need not be aligned.
-  const size_t lead = static_cast<size_t>(data_ - static_cast<const uint8_t*>(base_));
-  const size_t start = (lead + offset) / PageSize() * PageSize();
-  const size_t end = lead + std::min(size_, offset + length);
-  ::madvise(static_cast<uint8_t*>(base_) + start, end - start, MADV_WILLNEED);
-}
-
 void MappedRegion::DontNeed(size_t offset, size_t length) const {
   if (!base_ || offset >= size_) return;
+  // Page-align from the mapping's start, where data_ need not be aligned.
   const size_t lead = static_cast<size_t>(data_ - static_cast<const uint8_t*>(base_));
   const size_t start = (lead + offset) / PageSize() * PageSize();
   const size_t end = lead + std::min(size_, offset + length);

@@ -40,9 +40,6 @@ class MappedRegion {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
 
-  // Tells the kernel we will read [offset, offset+length) of the window soon
-  // (MADV_WILLNEED).
-  void WillNeed(size_t offset, size_t length) const;
   // Tells the kernel we are done with [offset, offset+length) of the window
   // (MADV_DONTNEED): the pages leave this process's resident set (they stay
   // in the page cache and are read again if touched).

@@ -424,9 +424,7 @@ Result<TensorBytes> File::ReadRange(const TensorInfo& tensor, uint64_t offset,
   return bytes;
 }
 
-void File::Prefetch(const TensorInfo& tensor) const {
-  file_.WillNeed(data_offset() + tensor.begin, tensor.num_bytes());
-}
+void File::Prefetch(const TensorInfo& tensor) const { Prefetch(tensor, 0, tensor.num_bytes()); }
 
 void File::Prefetch(const TensorInfo& tensor, uint64_t offset, uint64_t length) const {
   const uint64_t size = tensor.num_bytes();
