@@ -518,8 +518,8 @@ Result<std::shared_ptr<const std::string>> ArrayReader::Chunk(
   return chunk;
 }
 
-Status ArrayReader::ReadRegion(const std::vector<int64_t>& origin, const Shape& shape,
-                               void* out) const {
+Result<std::optional<ArrayReader::ChunkSpan>> ArrayReader::Span(const std::vector<int64_t>& origin,
+                                                                const Shape& shape) const {
   const Shape& array_shape = metadata_.shape;
   const size_t rank = array_shape.size();
   if (origin.size() != rank || shape.size() != rank) {
@@ -534,17 +534,35 @@ Status ArrayReader::ReadRegion(const std::vector<int64_t>& origin, const Shape& 
                              " of shape " + ShapeString(shape) + " exceeds the array shape " +
                              ShapeString(array_shape));
     }
-    if (shape[i] == 0) return Status::Ok();
+    if (shape[i] == 0) return std::optional<ChunkSpan>();
   }
+  ChunkSpan span;
+  span.first.resize(rank);
+  span.last.resize(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    span.first[i] = origin[i] / metadata_.chunk_shape[i];
+    span.last[i] = (origin[i] + shape[i] - 1) / metadata_.chunk_shape[i];
+  }
+  return std::optional<ChunkSpan>(std::move(span));
+}
+
+bool ArrayReader::ChunkSpan::Next(std::vector<int64_t>& index) const {
+  for (size_t d = index.size(); d > 0; --d) {
+    if (++index[d - 1] <= last[d - 1]) return true;
+    index[d - 1] = first[d - 1];
+  }
+  return false;
+}
+
+Status ArrayReader::ReadRegion(const std::vector<int64_t>& origin, const Shape& shape,
+                               void* out) const {
+  CKB_ASSIGN_OR_RETURN(const std::optional<ChunkSpan> span, Span(origin, shape));
+  if (!span) return Status::Ok();
+  const size_t rank = origin.size();
   const size_t element = DTypeSize(metadata_.dtype);
   const Shape& chunk_shape = metadata_.chunk_shape;
-  std::vector<int64_t> first(rank), last(rank);
-  for (size_t i = 0; i < rank; ++i) {
-    first[i] = origin[i] / chunk_shape[i];
-    last[i] = (origin[i] + shape[i] - 1) / chunk_shape[i];
-  }
-  std::vector<int64_t> index = first;
-  for (;;) {
+  std::vector<int64_t> index = span->first;
+  do {
     CKB_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> chunk, Chunk(index));
     // The part of the region inside this chunk.
     std::vector<int64_t> in_chunk(rank), in_out(rank);
@@ -558,41 +576,17 @@ Status ArrayReader::ReadRegion(const std::vector<int64_t>& origin, const Shape& 
       extent[i] = hi - lo;
     }
     CopyBox(chunk->data(), chunk_shape, in_chunk, out, shape, in_out, extent, element);
-    size_t d = rank;
-    for (;;) {
-      if (d == 0) return Status::Ok();
-      --d;
-      if (++index[d] <= last[d]) break;
-      index[d] = first[d];
-    }
-  }
+  } while (span->Next(index));
+  return Status::Ok();
 }
 
 void ArrayReader::Prefetch(const std::vector<int64_t>& origin, const Shape& shape) const {
-  const Shape& array_shape = metadata_.shape;
-  const Shape& chunk_shape = metadata_.chunk_shape;
-  const size_t rank = array_shape.size();
-  if (origin.size() != rank || shape.size() != rank) return;
-  std::vector<int64_t> first(rank), last(rank);
-  for (size_t i = 0; i < rank; ++i) {
-    if (origin[i] < 0 || shape[i] <= 0 || origin[i] > array_shape[i] ||
-        shape[i] > array_shape[i] - origin[i]) {
-      return;
-    }
-    first[i] = origin[i] / chunk_shape[i];
-    last[i] = (origin[i] + shape[i] - 1) / chunk_shape[i];
-  }
-  std::vector<int64_t> index = first;
-  for (;;) {
+  const Result<std::optional<ChunkSpan>> span = Span(origin, shape);
+  if (!span.ok() || !*span) return;  // ReadRegion will say what is wrong
+  std::vector<int64_t> index = (*span)->first;
+  do {
     store_->Prefetch(name_ + "/" + metadata_.ChunkKey(index));
-    size_t d = rank;
-    for (;;) {
-      if (d == 0) return;
-      --d;
-      if (++index[d] <= last[d]) break;
-      index[d] = first[d];
-    }
-  }
+  } while ((*span)->Next(index));
 }
 
 // ---------------------------------------------------------------------------

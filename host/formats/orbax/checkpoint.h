@@ -115,6 +115,15 @@ class ArrayReader {
 
  private:
   Result<std::shared_ptr<const std::string>> Chunk(const std::vector<int64_t>& index) const;
+  // The chunk indices a region touches, [first, last] on every axis, walked
+  // in C order by Next (false past the last); nullopt for an empty region.
+  // A region of the wrong rank or outside the array is InvalidArgument.
+  struct ChunkSpan {
+    std::vector<int64_t> first, last;
+    bool Next(std::vector<int64_t>& index) const;
+  };
+  Result<std::optional<ChunkSpan>> Span(const std::vector<int64_t>& origin,
+                                        const Shape& shape) const;
 
   const KvStore* store_;
   std::string name_;
