@@ -434,7 +434,7 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   if (observer.planned) observer.planned(plan);
 
   // torch_dtype names the dtype of most of the weights: tensors a rule
-  // keeps in float32 (A_log) do not make a bfloat16 model a float32 one.
+  // keeps in float32 (CKB_RULE_KEEP_F32) do not make a bfloat16 model a float32 one.
   std::map<DType, uint64_t> written;
   for (const HfTensor& t : plan.hf_tensors) {
     written[t.dtype] += static_cast<uint64_t>(NumElementsUnchecked(t.shape)) * DTypeSize(t.dtype);

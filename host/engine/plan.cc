@@ -545,7 +545,7 @@ Result<Plan> PlanToMaxText(const RuleSet& rules, const safetensors::Checkpoint& 
       // real values; "keep the source dtype" then means the model's working
       // precision, bfloat16.
       if (custom && !options.save_dtype && !WritableFromF32(mt.dtype)) mt.dtype = DType::kBF16;
-      // The precision policy: a keep_f32 rule's tensors (Qwen3-Next's A_log)
+      // The precision policy: a keep_f32 rule's tensors
       // are float32 whatever --save-dtype says (see KeepF32ExportDType).
       if (rule.keep_f32()) mt.dtype = DType::kF32;
       if (!WritableFromF32(mt.dtype)) {
