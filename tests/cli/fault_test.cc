@@ -7,19 +7,16 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
+#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "host/engine/staging.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -28,13 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const fs::path kBinary = fs::path(CKPTBRIDGE_BINARY_DIR) / "bin" / "ckptbridge";
-
-struct Exit {
-  bool exited = false;  // false: killed by a signal
-  int code = 0;         // exit code, or the signal
-  std::string err;
-};
+using testing::Exit;
 
 struct Limits {
   rlim_t file_size = RLIM_INFINITY;
@@ -46,60 +37,30 @@ struct Limits {
 
 // Runs `ckptbridge args...` in a child with `limits`.
 Exit RunBinary(const std::vector<std::string>& args, const fs::path& work, const Limits& limits) {
-  const fs::path log = work / "stderr.txt";
-  pid_t pid = fork();
-  if (pid == 0) {
-    std::freopen(log.c_str(), "w", stderr);
-    std::freopen("/dev/null", "w", stdout);
-    if (limits.ignore_sigxfsz) signal(SIGXFSZ, SIG_IGN);
-    if (limits.file_size != RLIM_INFINITY) {
-      const rlimit limit{limits.file_size, limits.file_size};
-      setrlimit(RLIMIT_FSIZE, &limit);
-    }
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>("ckptbridge"));
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(kBinary.c_str(), argv.data());
-    _exit(127);
+  testing::RunOptions options;
+  if (limits.ignore_sigxfsz) options.ignored_signals.push_back(SIGXFSZ);
+  if (limits.file_size != RLIM_INFINITY) {
+    options.limits.push_back({RLIMIT_FSIZE, limits.file_size});
   }
-  int status = 0;
+  // SIGKILL once the destination's (the last argument's) staging directory
+  // has existed for `kill_after`.
+  std::optional<std::chrono::steady_clock::time_point> started;
   if (limits.kill_after.count() >= 0) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    std::optional<std::chrono::steady_clock::time_point> started;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (waitpid(pid, &status, WNOHANG) == pid) break;
+    options.signal_when = [&] {
       if (!started && !engine::LeftoverStagingDirs(args.back()).empty()) {
         started = std::chrono::steady_clock::now();
       }
-      if (started && std::chrono::steady_clock::now() - *started >= limits.kill_after) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-  } else {
-    waitpid(pid, &status, 0);
+      return started && std::chrono::steady_clock::now() - *started >= limits.kill_after;
+    };
   }
-  Exit out;
-  out.exited = WIFEXITED(status);
-  out.code = out.exited ? WEXITSTATUS(status) : WTERMSIG(status);
-  std::ifstream in(log);
-  std::stringstream text;
-  text << in.rdbuf();
-  out.err = text.str();
-  return out;
+  return testing::RunBinary(args, work, options);
 }
 
 class FaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
     // About 20 MiB of bf16 in 20 layers; float32 output doubles it.
-    const json config = {{"model_type", "llama"},    {"vocab_size", 8000},
-                         {"hidden_size", 256},       {"intermediate_size", 704},
-                         {"num_hidden_layers", 20},  {"num_attention_heads", 4},
-                         {"num_key_value_heads", 2}, {"tie_word_embeddings", false}};
+    const json config = testing::InterruptibleLlamaConfig(20);
     testing::WriteHfCheckpoint(tmp_ / "src", config, testing::LlamaFamilyTensors(config),
                                DType::kBF16, /*seed=*/5);
   }

@@ -10,20 +10,16 @@
 // cgroup of their own to limit (README.md, "Memory").
 #include <gtest/gtest.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "host/engine/execute.h"
 #include "host/engine/staging.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -32,41 +28,14 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const fs::path kBinary = fs::path(CKPTBRIDGE_BINARY_DIR) / "bin" / "ckptbridge";
-
-struct Exit {
-  bool exited = false;  // false: killed by a signal
-  int code = 0;         // exit code, or the signal
-  std::string err;
-};
+using testing::Exit;
 
 // Runs `ckptbridge args...` in a child whose address space is limited to
 // `limit` bytes.
 Exit RunLimited(const std::vector<std::string>& args, const fs::path& work, rlim_t limit) {
-  const fs::path log = work / "stderr.txt";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    std::freopen(log.c_str(), "w", stderr);
-    std::freopen("/dev/null", "w", stdout);
-    const rlimit as{limit, limit};
-    if (setrlimit(RLIMIT_AS, &as) != 0) _exit(126);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>("ckptbridge"));
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(kBinary.c_str(), argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  Exit out;
-  out.exited = WIFEXITED(status);
-  out.code = out.exited ? WEXITSTATUS(status) : WTERMSIG(status);
-  std::ifstream in(log);
-  std::stringstream text;
-  text << in.rdbuf();
-  out.err = text.str();
-  return out;
+  testing::RunOptions options;
+  options.limits.push_back({RLIMIT_AS, limit});
+  return testing::RunBinary(args, work, options);
 }
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;

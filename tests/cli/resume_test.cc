@@ -5,10 +5,8 @@
 // reader plus every file outside OCDBT's randomly named data files. Then
 // the ways a resume can meet a damaged or foreign staging directory.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -18,11 +16,11 @@
 #include <set>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "host/engine/staging.h"
 #include "host/formats/orbax/checkpoint.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -31,13 +29,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const fs::path kBinary = fs::path(CKPTBRIDGE_BINARY_DIR) / "bin" / "ckptbridge";
-
-struct Exit {
-  bool killed = false;  // by our SIGKILL
-  int code = 0;         // exit code when not killed
-  std::string err;
-};
+using testing::Exit;
 
 std::string ReadText(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -57,43 +49,19 @@ size_t JournalLines(const fs::path& dst) {
 
 // Runs `ckptbridge args...`; with `kill_at_lines` > 0, SIGKILLs it as soon
 // as the journal next to the destination (the last argument) holds that
-// many lines.
+// many lines. A run that was not killed must have exited on its own.
 Exit RunBinary(const std::vector<std::string>& args, const fs::path& work,
                size_t kill_at_lines = 0) {
-  const fs::path log = work / "stderr.txt";
-  pid_t pid = fork();
-  if (pid == 0) {
-    std::freopen(log.c_str(), "w", stderr);
-    std::freopen("/dev/null", "w", stdout);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>("ckptbridge"));
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(kBinary.c_str(), argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  Exit out;
+  testing::RunOptions options;
   if (kill_at_lines > 0) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (waitpid(pid, &status, WNOHANG) == pid) break;
-      if (JournalLines(args.back()) >= kill_at_lines) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        out.killed = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-  } else {
-    waitpid(pid, &status, 0);
+    options.signal_when = [&] { return JournalLines(args.back()) >= kill_at_lines; };
+    options.poll = std::chrono::microseconds(100);
+    options.timeout = std::chrono::seconds(120);
   }
+  Exit out = testing::RunBinary(args, work, options);
   if (!out.killed) {
-    EXPECT_TRUE(WIFEXITED(status)) << "signal " << WTERMSIG(status);
-    out.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    EXPECT_TRUE(out.exited) << "signal " << out.code;
   }
-  out.err = ReadText(log);
   return out;
 }
 
@@ -171,10 +139,7 @@ class ResumeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     // About 20 MiB of bf16 in 20 layers: ~200 units.
-    const json config = {{"model_type", "llama"},    {"vocab_size", 8000},
-                         {"hidden_size", 256},       {"intermediate_size", 704},
-                         {"num_hidden_layers", 20},  {"num_attention_heads", 4},
-                         {"num_key_value_heads", 2}, {"tie_word_embeddings", false}};
+    const json config = testing::InterruptibleLlamaConfig(20);
     testing::WriteHfCheckpoint(tmp_ / "src", config, testing::LlamaFamilyTensors(config),
                                DType::kBF16, /*seed=*/9);
   }
