@@ -28,6 +28,7 @@
 #include "host/plugin/adapter.h"
 #include "host/plugin/loader.h"
 #include "tests/hostile/hostile_util.h"
+#include "tests/testing/quantized.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge::hostile {
@@ -177,82 +178,24 @@ class HostileScalesTest : public ::testing::Test {
 };
 
 // A tiny DeepSeek V3 FP8 release in 16x8 blocks: its 48-wide projections
-// have several blocks a row and a column.
+// have several blocks a row and a column. 3 layers (1 dense), 4 experts, no
+// MTP layer, no rope scaling.
 json Fp8Config() {
-  return {{"architectures", {"DeepseekV3ForCausalLM"}},
-          {"model_type", "deepseek_v3"},
-          {"vocab_size", 64},
-          {"hidden_size", 48},
-          {"intermediate_size", 56},
-          {"moe_intermediate_size", 16},
-          {"num_hidden_layers", 3},
-          {"first_k_dense_replace", 1},
-          {"num_attention_heads", 4},
-          {"num_key_value_heads", 4},
-          {"q_lora_rank", 24},
-          {"kv_lora_rank", 20},
-          {"qk_nope_head_dim", 8},
-          {"qk_rope_head_dim", 4},
-          {"v_head_dim", 6},
-          {"n_routed_experts", 4},
-          {"n_shared_experts", 1},
-          {"num_experts_per_tok", 2},
-          {"num_nextn_predict_layers", 0},
-          {"moe_layer_freq", 1},
-          {"topk_method", "noaux_tc"},
-          {"scoring_func", "sigmoid"},
-          {"n_group", 2},
-          {"topk_group", 1},
-          {"routed_scaling_factor", 2.5},
-          {"norm_topk_prob", true},
-          {"rms_norm_eps", 1e-6},
-          {"rope_theta", 10000},
-          {"max_position_embeddings", 4096},
-          {"tie_word_embeddings", false},
-          {"quantization_config",
-           {{"quant_method", "fp8"},
-            {"fmt", "e4m3"},
-            {"activation_scheme", "dynamic"},
-            {"weight_block_size", {16, 8}}}}};
+  json c = testing::deepseek::TinyV3();
+  c["num_hidden_layers"] = 3;
+  c["first_k_dense_replace"] = 1;
+  c["n_routed_experts"] = 4;
+  c["num_nextn_predict_layers"] = 0;
+  c["max_position_embeddings"] = 4096;
+  c.erase("rope_scaling");
+  c.erase("torch_dtype");
+  c["quantization_config"] = testing::deepseek::Fp8QuantizationConfig(16, 8);
+  return c;
 }
 
 // A tiny GPT-OSS MXFP4 release: hidden 64 and intermediate 96 are 2 and 3
-// MXFP4 blocks; 3 experts.
-json Mxfp4Config() {
-  json types = json::array({"sliding_attention", "full_attention"});
-  return {{"architectures", {"GptOssForCausalLM"}},
-          {"model_type", "gpt_oss"},
-          {"vocab_size", 48},
-          {"hidden_size", 64},
-          {"intermediate_size", 96},
-          {"num_hidden_layers", 2},
-          {"num_attention_heads", 4},
-          {"num_key_value_heads", 2},
-          {"head_dim", 12},
-          {"num_local_experts", 3},
-          {"num_experts_per_tok", 2},
-          {"experts_per_token", 2},
-          {"attention_bias", true},
-          {"layer_types", types},
-          {"sliding_window", 8},
-          {"max_position_embeddings", 256},
-          {"rms_norm_eps", 1e-5},
-          {"rope_theta", 150000},
-          {"rope_scaling",
-           {{"beta_fast", 32.0},
-            {"beta_slow", 1.0},
-            {"factor", 32.0},
-            {"original_max_position_embeddings", 64},
-            {"rope_type", "yarn"},
-            {"truncate", false}}},
-          {"swiglu_limit", 7.0},
-          {"tie_word_embeddings", false},
-          {"quantization_config",
-           {{"modules_to_not_convert",
-             {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens",
-              "lm_head"}},
-            {"quant_method", "mxfp4"}}}};
-}
+// MXFP4 blocks; 3 experts, 2 layers.
+json Mxfp4Config() { return testing::gptoss::Mxfp4Config(/*layers=*/2); }
 
 constexpr char kFp8Weight[] = "model.layers.1.mlp.experts.2.down_proj.weight";
 

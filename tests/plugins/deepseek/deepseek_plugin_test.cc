@@ -26,6 +26,7 @@
 #include "host/formats/safetensors/writer.h"
 #include "host/plugin/adapter.h"
 #include "host/plugin/loader.h"
+#include "tests/testing/quantized.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -37,6 +38,7 @@ using testing::CliRun;
 using testing::RunCli;
 using testing::TempDir;
 using testing::Values;
+using testing::deepseek::TinyV3;  // tests/testing/quantized.h
 
 constexpr char kParams[] = "params.params.";
 
@@ -115,48 +117,6 @@ json TinyV2() {
           {"torch_dtype", "bfloat16"}};
 }
 
-json TinyV3() {
-  return {{"architectures", {"DeepseekV3ForCausalLM"}},
-          {"model_type", "deepseek_v3"},
-          {"vocab_size", 64},
-          {"hidden_size", 48},
-          {"intermediate_size", 56},
-          {"moe_intermediate_size", 16},
-          {"num_hidden_layers", 4},
-          {"first_k_dense_replace", 2},
-          {"num_attention_heads", 4},
-          {"num_key_value_heads", 4},
-          {"q_lora_rank", 24},
-          {"kv_lora_rank", 20},
-          {"qk_nope_head_dim", 8},
-          {"qk_rope_head_dim", 4},
-          {"v_head_dim", 6},
-          {"n_routed_experts", 6},
-          {"n_shared_experts", 1},
-          {"num_experts_per_tok", 2},
-          {"num_nextn_predict_layers", 1},
-          {"moe_layer_freq", 1},
-          {"topk_method", "noaux_tc"},
-          {"scoring_func", "sigmoid"},
-          {"n_group", 2},
-          {"topk_group", 1},
-          {"routed_scaling_factor", 2.5},
-          {"norm_topk_prob", true},
-          {"rms_norm_eps", 1e-6},
-          {"rope_theta", 10000},
-          {"max_position_embeddings", 163840},
-          {"rope_scaling",
-           {{"type", "yarn"},
-            {"factor", 40.0},
-            {"original_max_position_embeddings", 4096},
-            {"beta_fast", 32.0},
-            {"beta_slow", 1.0},
-            {"mscale", 1.0},
-            {"mscale_all_dim", 1.0}}},
-          {"tie_word_embeddings", false},
-          {"torch_dtype", "bfloat16"}};
-}
-
 json TinyV32() {
   json c = TinyV3();
   c["architectures"] = {"DeepseekV32ForCausalLM"};
@@ -187,10 +147,7 @@ json Fp8V32() {
   c["n_routed_experts"] = 3;
   c["index_n_heads"] = 2;
   c["index_head_dim"] = 12;
-  c["quantization_config"] = {{"activation_scheme", "dynamic"},
-                              {"fmt", "e4m3"},
-                              {"quant_method", "fp8"},
-                              {"weight_block_size", {128, 128}}};
+  c["quantization_config"] = testing::deepseek::Fp8QuantizationConfig(128, 128);
   return c;
 }
 

@@ -48,6 +48,7 @@
 #include "host/formats/safetensors/writer.h"
 #include "host/plugin/adapter.h"
 #include "host/plugin/loader.h"
+#include "tests/testing/quantized.h"
 #include "tests/testing/testing.h"
 
 namespace ckptbridge {
@@ -60,6 +61,11 @@ using ::testing::HasSubstr;
 using testing::RunCli;
 using testing::TempDir;
 using testing::Values;
+// The small GPT-OSS configs (bfloat16 and MXFP4 releases) and their
+// layer_types: tests/testing/quantized.h.
+using testing::gptoss::Bf16Config;
+using testing::gptoss::LayerTypes;
+using testing::gptoss::Mxfp4Config;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -295,67 +301,8 @@ TEST(Mxfp4VectorsTest, MalformedInputsAreRefusedNamingBothSides) {
 }
 
 // ---------------------------------------------------------------------------
-// Generated checkpoints.
-
-json LayerTypes(int64_t layers) {
-  json types = json::array();
-  for (int64_t i = 0; i < layers; ++i)
-    types.push_back(i % 2 ? "full_attention" : "sliding_attention");
-  return types;
-}
-
-// GPT-OSS-shaped and small, every dimension different: E 24, F 20, 4 query
-// heads of 10 (40, not E), 1 KV head, 5 experts, vocab 40, `layers` layers
-// (6 = 3 blocks of the 2-layer cycle).
-json Bf16Config(int64_t layers = 6) {
-  return {{"architectures", {"GptOssForCausalLM"}},
-          {"model_type", "gpt_oss"},
-          {"vocab_size", 40},
-          {"hidden_size", 24},
-          {"intermediate_size", 20},
-          {"num_hidden_layers", layers},
-          {"num_attention_heads", 4},
-          {"num_key_value_heads", 1},
-          {"head_dim", 10},
-          {"num_local_experts", 5},
-          {"num_experts_per_tok", 2},
-          {"experts_per_token", 2},
-          {"attention_bias", true},
-          {"layer_types", LayerTypes(layers)},
-          {"sliding_window", 8},
-          {"max_position_embeddings", 256},
-          {"rms_norm_eps", 1e-5},
-          {"rope_theta", 150000},
-          {"rope_scaling",
-           {{"beta_fast", 32.0},
-            {"beta_slow", 1.0},
-            {"factor", 32.0},
-            {"original_max_position_embeddings", 64},
-            {"rope_type", "yarn"},
-            {"truncate", false}}},
-          {"swiglu_limit", 7.0},
-          {"tie_word_embeddings", false},
-          {"torch_dtype", "bfloat16"}};
-}
-
-// As the MXFP4 release writes it: quantization_config, no torch_dtype. E 64
-// and F 96 are 2 and 3 MXFP4 blocks; 4 heads of 12 (48, not E), 2 KV heads,
-// 3 experts, 4 layers.
-json Mxfp4Config() {
-  json c = Bf16Config(4);
-  c["vocab_size"] = 48;
-  c["hidden_size"] = 64;
-  c["intermediate_size"] = 96;
-  c["num_key_value_heads"] = 2;
-  c["head_dim"] = 12;
-  c["num_local_experts"] = 3;
-  c.erase("torch_dtype");
-  c["quantization_config"] = {
-      {"modules_to_not_convert",
-       {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}},
-      {"quant_method", "mxfp4"}};
-  return c;
-}
+// Generated checkpoints, of Bf16Config and Mxfp4Config
+// (tests/testing/quantized.h).
 
 struct ModelDims {
   int64_t v, e, f, layers, nq, nkv, d, x;
