@@ -59,7 +59,7 @@ Exit RunBinary(const std::vector<std::string>& args, const fs::path& work, const
 class FaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // About 20 MiB of bf16 in 20 layers; float32 output doubles it.
+    // About 36 MiB of bf16 in 20 layers; float32 output doubles it.
     const json config = testing::InterruptibleLlamaConfig(20);
     testing::WriteHfCheckpoint(tmp_ / "src", config, testing::LlamaFamilyTensors(config),
                                DType::kBF16, /*seed=*/5);

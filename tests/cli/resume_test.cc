@@ -138,7 +138,7 @@ void ExpectSameFiles(const fs::path& expected, const fs::path& actual) {
 class ResumeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // About 20 MiB of bf16 in 20 layers: ~200 units.
+    // About 36 MiB of bf16 in 20 layers: ~200 units.
     const json config = testing::InterruptibleLlamaConfig(20);
     testing::WriteHfCheckpoint(tmp_ / "src", config, testing::LlamaFamilyTensors(config),
                                DType::kBF16, /*seed=*/9);
