@@ -15,12 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "tests/testing/proc_maps.h"
 #include "tests/testing/temp_dir.h"
 
 namespace ckptbridge {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::MappedBytesOf;
 
 std::string Pattern(size_t n) {
   std::string s(n, '\0');
@@ -30,23 +32,6 @@ std::string Pattern(size_t n) {
 
 void Write(const fs::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
-
-// Bytes of `path` mapped into this process now, from /proc/self/maps.
-uint64_t MappedBytesOf(const fs::path& path) {
-  std::ifstream maps("/proc/self/maps");
-  uint64_t total = 0;
-  for (std::string line; std::getline(maps, line);) {
-    if (line.size() < path.string().size() ||
-        line.compare(line.size() - path.string().size(), std::string::npos, path.string()) != 0) {
-      continue;
-    }
-    uint64_t begin = 0, end = 0;
-    char dash = 0;
-    std::istringstream(line) >> std::hex >> begin >> dash >> end;
-    total += end - begin;
-  }
-  return total;
 }
 
 // Runs `body` in a forked child and returns its exit code (or 128 + signal).

@@ -17,6 +17,7 @@
 #include "host/formats/orbax/checkpoint.h"
 #include "host/formats/safetensors/reader.h"
 #include "tests/testing/testing.h"
+#include "tests/testing/xxh3.h"
 
 namespace ckptbridge {
 namespace {
@@ -32,15 +33,7 @@ using testing::TempDir;
 std::string FileXxh3(const fs::path& path) {
   Result<std::string> bytes = ReadFile(path);
   EXPECT_TRUE(bytes.ok()) << path;
-  XXH128_canonical_t canonical;
-  XXH128_canonicalFromHash(&canonical, XXH3_128bits(bytes->data(), bytes->size()));
-  std::string hex;
-  char digits[3];
-  for (unsigned char b : canonical.digest) {
-    std::snprintf(digits, sizeof digits, "%02x", b);
-    hex += digits;
-  }
-  return hex;
+  return testing::Xxh3Of(*bytes);
 }
 
 // Every regular file below `dir`: relative path -> (bytes, XXH3-128).

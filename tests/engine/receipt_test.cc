@@ -15,6 +15,7 @@
 
 #include "host/base/file.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/xxh3.h"
 
 namespace ckptbridge::engine {
 namespace {
@@ -22,19 +23,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using ::testing::HasSubstr;
-
-// XXH3-128 as `xxh128sum` prints it, computed here without receipt.cc.
-std::string OneShotXxh3(const std::string& bytes) {
-  XXH128_canonical_t canonical;
-  XXH128_canonicalFromHash(&canonical, XXH3_128bits(bytes.data(), bytes.size()));
-  std::string hex;
-  char digits[3];
-  for (unsigned char b : canonical.digest) {
-    std::snprintf(digits, sizeof digits, "%02x", b);
-    hex += digits;
-  }
-  return hex;
-}
 
 std::string RandomBytes(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -52,8 +40,8 @@ TEST(ReceiptHashTest, FileHashMatchesOneShotHashAcrossBufferBoundaries) {
     ASSERT_TRUE(WriteFile(path, bytes).ok());
     Result<std::string> hash = HashFile(path);
     ASSERT_TRUE(hash.ok()) << hash.status().message();
-    EXPECT_EQ(*hash, OneShotXxh3(bytes)) << size;
-    EXPECT_EQ(Xxh3Hex(bytes.data(), bytes.size()), OneShotXxh3(bytes));
+    EXPECT_EQ(*hash, testing::Xxh3Of(bytes)) << size;
+    EXPECT_EQ(Xxh3Hex(bytes.data(), bytes.size()), testing::Xxh3Of(bytes));
   }
   // The published XXH3-128 of no bytes.
   EXPECT_EQ(Xxh3Hex("", 0), "99aa06d3014798d86001c324468d497f");
@@ -92,9 +80,9 @@ TEST(ReceiptHashTest, HasherListsEveryFileWithItsHash) {
   EXPECT_EQ((*files)["file_count"], 2);
   EXPECT_EQ((*files)["bytes"], a.size() + b.size());
   EXPECT_EQ((*files)["files"][0],
-            json({{"path", "a"}, {"bytes", 5000}, {"xxh3_128", OneShotXxh3(a)}}));
+            json({{"path", "a"}, {"bytes", 5000}, {"xxh3_128", testing::Xxh3Of(a)}}));
   EXPECT_EQ((*files)["files"][1]["path"], "sub/b");
-  EXPECT_EQ((*files)["files"][1]["xxh3_128"], OneShotXxh3(b));
+  EXPECT_EQ((*files)["files"][1]["xxh3_128"], testing::Xxh3Of(b));
   EXPECT_EQ((*files)["files_digest"].get<std::string>().size(), 32u);
 
   SourceHasher missing({{"gone", tmp / "gone", 1}});

@@ -5,13 +5,12 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "host/base/numeric.h"
 #include "tests/formats/safetensors/test_util.h"
+#include "tests/testing/proc_maps.h"
 
 namespace ckptbridge::safetensors {
 namespace {
@@ -29,6 +28,7 @@ using ::testing::Pair;
 using ::testing::UnorderedElementsAre;
 
 namespace fs = std::filesystem;
+using ::ckptbridge::testing::MappedBytesOf;
 
 // Elements of a (possibly unaligned) tensor, loaded with memcpy.
 template <typename T>
@@ -653,23 +653,6 @@ TEST(FileTest, MissingFileIsNotFound) {
   ASSERT_FALSE(file.ok());
   EXPECT_EQ(file.status().code(), StatusCode::kNotFound);
   EXPECT_THAT(file.status().message(), HasSubstr("nope.safetensors"));
-}
-
-// Bytes of `path` mapped into this process now, from /proc/self/maps.
-uint64_t MappedBytesOf(const fs::path& path) {
-  std::ifstream maps("/proc/self/maps");
-  uint64_t total = 0;
-  const std::string name = path.string();
-  for (std::string line; std::getline(maps, line);) {
-    if (line.size() < name.size() || line.compare(line.size() - name.size(), name.size(), name)) {
-      continue;
-    }
-    uint64_t begin = 0, end = 0;
-    char dash = 0;
-    std::istringstream(line) >> std::hex >> begin >> dash >> end;
-    total += end - begin;
-  }
-  return total;
 }
 
 TEST(FileTest, ReadRangeMapsOnlyTheSliceAndDataMapsTheWholeFileOnFirstUse) {
