@@ -3,10 +3,10 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <iostream>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,11 +25,13 @@ namespace {
 // glibc.malloc.hugetlb=0) is respected, and if exec fails it goes on as is.
 void ReexecWithHugePageMalloc(char** argv) {
 #if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (tunables != nullptr && std::strstr(tunables, "glibc.malloc.hugetlb") != nullptr) return;
-  const std::string value = (tunables != nullptr && *tunables != '\0')
-                                ? std::string(tunables) + ":glibc.malloc.hugetlb=1"
-                                : std::string("glibc.malloc.hugetlb=1");
+  const char* found = std::getenv("GLIBC_TUNABLES");
+  // A copy: setenv below may free what getenv pointed to.
+  const std::optional<std::string> tunables =
+      found != nullptr ? std::optional<std::string>(found) : std::nullopt;
+  if (tunables && tunables->find("glibc.malloc.hugetlb") != std::string::npos) return;
+  const std::string value = tunables && !tunables->empty() ? *tunables + ":glibc.malloc.hugetlb=1"
+                                                           : std::string("glibc.malloc.hugetlb=1");
   // The binary's own path rather than /proc/self/exe, which would make the
   // process's name "exe" in ps and top.
   char self[4096];
@@ -39,7 +41,7 @@ void ReexecWithHugePageMalloc(char** argv) {
   if (::setenv("GLIBC_TUNABLES", value.c_str(), 1) != 0) return;
   ::execv(self, argv);
   ::unsetenv("GLIBC_TUNABLES");  // exec failed: run as we are
-  if (tunables != nullptr) ::setenv("GLIBC_TUNABLES", tunables, 1);
+  if (tunables) ::setenv("GLIBC_TUNABLES", tunables->c_str(), 1);
 #else
   (void)argv;
 #endif
