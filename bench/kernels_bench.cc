@@ -2,9 +2,11 @@
 // with Google Benchmark.
 #include <benchmark/benchmark.h>
 
+#include <cstring>
 #include <numeric>
 #include <vector>
 
+#include "host/base/memory_budget.h"
 #include "host/base/numeric.h"
 #include "host/engine/cast_audit.h"
 #include "host/engine/ops.h"
@@ -62,7 +64,8 @@ OpSpec TransposeOp(std::vector<int64_t> perm) {
 void BM_LayoutBf16Transpose2D(benchmark::State& state) {
   const int64_t n = state.range(0);
   const Result<engine::Chain> chain = engine::ResolveChain({TransposeOp({1, 0})}, {Shape{n, n}});
-  std::string bytes(static_cast<size_t>(n * n) * 2, '\x3f');
+  ScratchBuffer bytes(static_cast<size_t>(n * n) * 2);
+  std::memset(bytes.data(), 0x3f, bytes.size());
   for (auto _ : state) {
     benchmark::DoNotOptimize(engine::RunLayoutChain(*chain, 2, bytes).ok());
   }
@@ -76,7 +79,8 @@ void BM_LayoutBf16QueryKernel(benchmark::State& state) {
   const Result<engine::Chain> chain = engine::ResolveChain(
       {TransposeOp(back ? std::vector<int64_t>{1, 2, 0} : std::vector<int64_t>{2, 0, 1})},
       {back ? Shape{e, n, d} : Shape{n, d, e}});
-  std::string bytes(static_cast<size_t>(e * n * d) * 2, '\x3f');
+  ScratchBuffer bytes(static_cast<size_t>(e * n * d) * 2);
+  std::memset(bytes.data(), 0x3f, bytes.size());
   for (auto _ : state) {
     benchmark::DoNotOptimize(engine::RunLayoutChain(*chain, 2, bytes).ok());
   }

@@ -60,20 +60,16 @@ Result<Tensor> Widen(DType dtype, const void* data, const Shape& shape) {
   return t;
 }
 
-// Rounds output tensor `name` (or one slice of it) to `dtype`, measuring
-// the rounding in the same pass (cast_audit.h).
-Result<std::string> Narrow(DType dtype, const Tensor& t, const std::string& name,
-                           const ExecuteOptions& options) {
-  std::string bytes(t.data.size() * DTypeSize(dtype), '\0');
+// Rounds output tensor `name` (or one slice of it) to `dtype` into `bytes`,
+// measuring the rounding in the same pass (cast_audit.h).
+Status Narrow(DType dtype, const Tensor& t, const std::string& name, const ExecuteOptions& options,
+              ScratchBuffer& bytes) {
+  bytes.Resize(t.data.size() * DTypeSize(dtype));
   CastStats stats;
   CKB_RETURN_IF_ERROR(CastFromF32(dtype, t.data.data(), bytes.data(), t.data.size(), stats));
-  if (stats.elements == 0) return bytes;  // not a narrowing cast
-  if (options.cast_audit) {
-    CKB_RETURN_IF_ERROR(options.cast_audit->Record(name, dtype, stats));
-  } else {
-    CKB_RETURN_IF_ERROR(CastAudit().Record(name, dtype, stats));
-  }
-  return bytes;
+  if (stats.elements == 0) return Status::Ok();  // not a narrowing cast
+  if (options.cast_audit) return options.cast_audit->Record(name, dtype, stats);
+  return CastAudit().Record(name, dtype, stats);
 }
 
 uint64_t Elements(const Shape& shape) { return static_cast<uint64_t>(NumElementsUnchecked(shape)); }
@@ -135,28 +131,6 @@ std::string CustomInputs(const Plan& plan, const Unit& unit,
 
 }  // namespace
 
-uint64_t MemoryBudget::Acquire(uint64_t bytes) {
-  bytes = std::min(bytes, capacity_);
-  std::unique_lock<std::mutex> lock(mutex_);
-  freed_.wait(lock, [&] { return in_use_ + bytes <= capacity_; });
-  in_use_ += bytes;
-  peak_ = std::max(peak_, in_use_);
-  return bytes;
-}
-
-void MemoryBudget::Release(uint64_t bytes) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    in_use_ -= bytes;
-  }
-  freed_.notify_all();
-}
-
-uint64_t MemoryBudget::peak() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return peak_;
-}
-
 uint64_t UnitMemory(const Plan& plan, const Unit& unit) {
   const PlannedRule& rule = plan.rules[unit.rule];
   uint64_t stored_in = 0, f32_in = 0, f32_out = 0, stored_out = 0, chunks = 0;
@@ -216,8 +190,8 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
                    const std::function<Status(size_t)>& body,
                    const std::function<uint64_t(size_t)>& memory,
                    const std::function<void(size_t)>& prefetch) {
-  std::optional<MemoryBudget> budget;
-  if (options.max_memory > 0 && memory) budget.emplace(options.max_memory);
+  std::shared_ptr<MemoryBudget> budget;
+  if (options.max_memory > 0 && memory) budget = std::make_shared<MemoryBudget>(options.max_memory);
   std::mutex mutex;
   Status first_error;
   std::atomic<bool> failed{false};
@@ -263,7 +237,11 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
               status = Status::Ok();  // done by an interrupted earlier run
             } else if (budget) {
               const uint64_t held = budget->Acquire(memory(i));
-              status = guarded(i);
+              {
+                // The unit's ScratchBuffers reuse those earlier units left.
+                BudgetScope scope(budget);
+                status = guarded(i);
+              }
               budget->Release(held);
             } else {
               status = guarded(i);
@@ -286,7 +264,7 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
 
 Status WriteRegionChunks(orbax::CheckpointWriter& writer, const MtTensor& mt,
                          const std::vector<int64_t>& origin, const Shape& extent,
-                         const std::string& bytes) {
+                         std::string_view bytes) {
   const size_t rank = mt.shape.size();
   const size_t element = DTypeSize(mt.dtype);
   std::vector<int64_t> first(rank), count(rank);
@@ -304,7 +282,7 @@ Status WriteRegionChunks(orbax::CheckpointWriter& writer, const MtTensor& mt,
   if (single) return writer.WriteChunk(mt.name, first, bytes);
 
   std::vector<int64_t> step(rank, 0);
-  std::string chunk(static_cast<size_t>(NumElementsUnchecked(mt.chunk_shape)) * element, '\0');
+  ScratchBuffer chunk(static_cast<size_t>(NumElementsUnchecked(mt.chunk_shape)) * element);
   for (;;) {
     std::vector<int64_t> index(rank), src_origin(rank);
     Shape box(rank);
@@ -314,10 +292,10 @@ Status WriteRegionChunks(orbax::CheckpointWriter& writer, const MtTensor& mt,
       box[i] = std::min(mt.chunk_shape[i], extent[i] - src_origin[i]);
     }
     // Edge chunks are stored full size; the part past the array is zero.
-    std::fill(chunk.begin(), chunk.end(), '\0');
+    std::memset(chunk.data(), 0, chunk.size());
     CopyBox(bytes.data(), extent, src_origin, chunk.data(), mt.chunk_shape,
             std::vector<int64_t>(rank, 0), box, element);
-    CKB_RETURN_IF_ERROR(writer.WriteChunk(mt.name, index, chunk));
+    CKB_RETURN_IF_ERROR(writer.WriteChunk(mt.name, index, chunk.view()));
     size_t d = rank;
     while (d > 0) {
       --d;
@@ -349,7 +327,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
     if (MovesStoredElements(plan, unit, forward)) {
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[0]];
       const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[0]];
-      std::string bytes;
+      ScratchBuffer bytes;
       {
         // The first transpose reads the mapped source itself.
         CKB_ASSIGN_OR_RETURN(safetensors::TensorBytes in, ReadHfPart(source, hf, unit));
@@ -360,7 +338,7 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       std::vector<int64_t> origin;
       Shape extent;
       UnitMtRegion(rule, unit, mt.shape, origin, extent);
-      return WriteRegionChunks(writer, mt, origin, extent, bytes);
+      return WriteRegionChunks(writer, mt, origin, extent, bytes.view());
     }
     std::vector<Tensor> tensors;
     size_t first_step = 0;
@@ -405,9 +383,10 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
       std::vector<int64_t> origin;
       Shape extent;
       UnitMtRegion(rule, unit, mt.shape, origin, extent);
-      CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(mt.dtype, outputs[i], mt.name, options));
+      ScratchBuffer bytes;
+      CKB_RETURN_IF_ERROR(Narrow(mt.dtype, outputs[i], mt.name, options, bytes));
       outputs[i] = Tensor();  // release the f32 copy before writing
-      CKB_RETURN_IF_ERROR(WriteRegionChunks(writer, mt, origin, extent, bytes));
+      CKB_RETURN_IF_ERROR(WriteRegionChunks(writer, mt, origin, extent, bytes.view()));
     }
     return Status::Ok();
   };
@@ -448,21 +427,21 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
   // The stored bytes of the unit's slice of its i-th MaxText array. A reader
   // per slice: the chunk it caches is freed with it, so memory does not grow
   // with the number of arrays.
-  auto read_slice = [&](const Unit& unit, size_t i) -> Result<std::string> {
+  auto read_slice = [&](const Unit& unit, size_t i) -> Result<ScratchBuffer> {
     const PlannedRule& rule = plan.rules[unit.rule];
     const MtTensor& mt = plan.mt_tensors[rule.mt_tensors[i]];
     std::vector<int64_t> origin;
     Shape extent;
     UnitMtRegion(rule, unit, mt.shape, origin, extent);
-    std::string bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype),
-                      '\0');
+    // ReadRegion writes every byte of the region.
+    ScratchBuffer bytes(static_cast<size_t>(NumElementsUnchecked(extent)) * DTypeSize(mt.dtype));
     CKB_RETURN_IF_ERROR(
         source.Reader(*arrays[rule.mt_tensors[i]])->ReadRegion(origin, extent, bytes.data()));
     return bytes;
   };
   // Writes the unit's part of `hf` (all of it unless the unit is a row block
   // or one expert).
-  auto write_slice = [&](const Unit& unit, const HfTensor& hf, const std::string& bytes) {
+  auto write_slice = [&](const Unit& unit, const HfTensor& hf, const ScratchBuffer& bytes) {
     const auto [shard, index] = shards.location.at(hf.name);
     if (!unit.partial()) return writers[shard]->WriteTensor(index, bytes.data(), bytes.size());
     const HfPart part = UnitHfPart(hf, unit);
@@ -473,13 +452,13 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
     CKB_ASSIGN_OR_RETURN(const Chain backward, UnitChain(rule, unit, Direction::kToHf));
     if (MovesStoredElements(plan, unit, backward)) {
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[0]];
-      CKB_ASSIGN_OR_RETURN(std::string bytes, read_slice(unit, 0));
+      CKB_ASSIGN_OR_RETURN(ScratchBuffer bytes, read_slice(unit, 0));
       CKB_RETURN_IF_ERROR(RunLayoutChain(backward, DTypeSize(hf.dtype), bytes));
       return write_slice(unit, hf, bytes);
     }
     std::vector<Tensor> tensors;
     for (size_t i = 0; i < rule.mt_tensors.size(); ++i) {
-      CKB_ASSIGN_OR_RETURN(std::string bytes, read_slice(unit, i));
+      CKB_ASSIGN_OR_RETURN(const ScratchBuffer bytes, read_slice(unit, i));
       CKB_ASSIGN_OR_RETURN(Tensor t, Widen(plan.mt_tensors[rule.mt_tensors[i]].dtype, bytes.data(),
                                            UnitMtSliceShape(rule, unit, i)));
       tensors.push_back(std::move(t));
@@ -487,7 +466,9 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
     CKB_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, RunChain(backward, std::move(tensors)));
     for (size_t j = 0; j < outputs.size(); ++j) {
       const HfTensor& hf = plan.hf_tensors[unit.hf_tensors[j]];
-      CKB_ASSIGN_OR_RETURN(std::string bytes, Narrow(hf.dtype, outputs[j], hf.name, options));
+      ScratchBuffer bytes;
+      CKB_RETURN_IF_ERROR(Narrow(hf.dtype, outputs[j], hf.name, options, bytes));
+      outputs[j] = Tensor();  // release the f32 copy before writing
       CKB_RETURN_IF_ERROR(write_slice(unit, hf, bytes));
     }
     return Status::Ok();

@@ -12,8 +12,10 @@
 // Memory: every unit's working set (its inputs as stored and as f32, its
 // outputs as f32 and as written, the chunks it encodes or decodes) is
 // estimated before it starts and taken from a MemoryBudget of
-// `max_memory` bytes; a unit waits until its share is free. So the buffers
-// in flight never exceed the budget, except for a unit that alone needs more
+// `max_memory` bytes (base/memory_budget.h); a unit waits until its share is
+// free. Its large buffers are ScratchBuffers, which the budget keeps for the
+// next units while it has room for them. So the buffers in flight and kept
+// never exceed the budget, except for a unit that alone needs more
 // than all of it: it runs by itself (a notice names it) and the peak is that
 // unit's working set. Safetensors sources are read through mappings of just
 // the bytes a unit reads (safetensors::File::ReadRange), unmapped when it is
@@ -31,16 +33,15 @@
 #define CKPTBRIDGE_HOST_ENGINE_EXECUTE_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "host/base/memory_budget.h"
 #include "host/base/status.h"
 #include "host/engine/cast_audit.h"
 #include "host/engine/plan.h"
@@ -57,27 +58,6 @@ struct Progress {
   std::atomic<uint64_t> bytes_done{0};  // source bytes of finished units
   uint64_t units_total = 0;
   uint64_t bytes_total = 0;
-};
-
-// A counting budget of bytes shared by the threads of one run.
-class MemoryBudget {
- public:
-  explicit MemoryBudget(uint64_t capacity) : capacity_(capacity) {}
-  // Waits until `bytes` are free and takes them. A request larger than the
-  // whole budget waits until nothing else is in flight and takes it all.
-  // Returns what was taken (pass it to Release).
-  uint64_t Acquire(uint64_t bytes);
-  void Release(uint64_t bytes);
-  uint64_t capacity() const { return capacity_; }
-  // The most that was taken at once so far.
-  uint64_t peak() const;
-
- private:
-  const uint64_t capacity_;
-  mutable std::mutex mutex_;
-  std::condition_variable freed_;
-  uint64_t in_use_ = 0;
-  uint64_t peak_ = 0;
 };
 
 struct ExecuteOptions {
@@ -155,7 +135,7 @@ uint64_t UnitMemoryLimit(uint64_t max_memory);
 // covers. The box must be made of whole chunks (edge chunks are zero-padded).
 Status WriteRegionChunks(orbax::CheckpointWriter& writer, const MtTensor& mt,
                          const std::vector<int64_t>& origin, const Shape& extent,
-                         const std::string& bytes);
+                         std::string_view bytes);
 
 // Runs a to-MaxText plan, writing every MaxText tensor of `plan` through
 // `writer` (arrays are declared here). The caller finishes the checkpoint.

@@ -565,32 +565,33 @@ void TransposeElements(const ChainStep& step, size_t element_size, const char* s
 
 }  // namespace
 
-Status RunLayoutChain(const Chain& chain, size_t element_size, std::string& bytes) {
+Status RunLayoutChain(const Chain& chain, size_t element_size, ScratchBuffer& bytes) {
   CKB_RETURN_IF_ERROR(CheckLayoutChain(chain, element_size, bytes.size()));
   if (CountTransposes(chain) == 0) return Status::Ok();  // reshapes move nothing
-  std::string out;
-  CKB_RETURN_IF_ERROR(RunLayoutChain(chain, element_size, bytes, out));
+  ScratchBuffer out;
+  CKB_RETURN_IF_ERROR(RunLayoutChain(chain, element_size, bytes.view(), out));
   bytes.swap(out);
   return Status::Ok();
 }
 
 Status RunLayoutChain(const Chain& chain, size_t element_size, std::string_view in,
-                      std::string& out) {
+                      ScratchBuffer& out) {
   CKB_RETURN_IF_ERROR(CheckLayoutChain(chain, element_size, in.size()));
   size_t left = CountTransposes(chain);
+  out.Resize(in.size());
   if (left == 0) {
-    out.assign(in);
+    if (!in.empty()) std::memcpy(out.data(), in.data(), in.size());
     return Status::Ok();
   }
   // Each transpose reads the previous result and writes the other buffer;
   // the last one ends in `out`.
-  std::string scratch;
+  ScratchBuffer scratch;
   const char* src = in.data();
   for (const ChainStep& step : chain.steps) {
     if (step.op.kind != OpKind::kTranspose) continue;  // a reshape moves nothing
     --left;
-    std::string& dst = src == out.data() ? scratch : out;
-    dst.resize(in.size());
+    ScratchBuffer& dst = src == out.data() ? scratch : out;
+    dst.Resize(in.size());
     TransposeElements(step, element_size, src, dst.data());
     src = dst.data();
     if (left == 0 && &dst == &scratch) out.swap(scratch);

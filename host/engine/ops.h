@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "host/base/memory_budget.h"
 #include "host/base/shape.h"
 #include "host/base/status.h"
 #include "host/plugin/rules.h"
@@ -76,13 +77,14 @@ bool IsLayoutOnly(const Chain& chain);
 
 // Runs a layout-only chain on `bytes`, C-order elements of `element_size`
 // bytes (2 or 4) shaped as the chain's input; on return they are shaped as
-// its output. Bit-exact by construction.
-Status RunLayoutChain(const Chain& chain, size_t element_size, std::string& bytes);
+// its output. Bit-exact by construction. The buffers it moves through are
+// ScratchBuffers, reused across units (base/memory_budget.h).
+Status RunLayoutChain(const Chain& chain, size_t element_size, ScratchBuffer& bytes);
 // The same from `in` (which may be a mapping of the source: it is only
 // read) into `out`, without first copying `in`: the first transpose reads
 // it directly.
 Status RunLayoutChain(const Chain& chain, size_t element_size, std::string_view in,
-                      std::string& out);
+                      ScratchBuffer& out);
 
 // Kernels, exposed for tests and benchmarks. Shapes are assumed valid.
 Tensor Transpose(const Tensor& in, const std::vector<int64_t>& perm);

@@ -375,11 +375,11 @@ Result<ConvertSummary> RewriteMaxText(const RewriteOptions& options, const Plugi
       plan.moves.size(), exec, [&](size_t i) { return plan.moves[i].bytes; },
       [&](size_t i) -> Status {
         const Move& move = plan.moves[i];
-        std::string bytes(move.bytes, '\0');
+        ScratchBuffer bytes(move.bytes);  // ReadRegion writes every byte
         CKB_RETURN_IF_ERROR(source.item->Reader(*move.source)
                                 ->ReadRegion(move.src_origin, move.src_extent, bytes.data()));
         return WriteRegionChunks(*writer, plan.outputs[move.output], move.dst_origin,
-                                 move.dst_extent, bytes);
+                                 move.dst_extent, bytes.view());
       },
       // The slice, a chunk copied out of it and its encoding; the source
       // chunk decoded and cached.

@@ -74,5 +74,32 @@ TEST(MemoryBudgetTest, AcquireTakesAtMostTheCapacityAndTracksThePeak) {
   EXPECT_GE(DefaultMaxMemory(), uint64_t{256} << 20);
 }
 
+TEST(MemoryBudgetTest, UnitsReuseTheScratchBuffersOfUnitsBeforeThem) {
+  // One thread, so units run one after another: each one's buffer is the
+  // memory the one before it let go, not a fresh allocation. Without a
+  // budget there is nothing to keep them in.
+  for (const uint64_t max_memory : {uint64_t{64} << 20, uint64_t{0}}) {
+    ExecuteOptions options;
+    options.threads = 1;
+    options.max_memory = max_memory;
+    std::vector<const char*> seen;
+    const Status status = ForEachUnit(
+        4, options, [](size_t) { return uint64_t{1}; },
+        [&](size_t) {
+          ScratchBuffer buffer(size_t{2} << 20);
+          buffer.data()[0] = 1;
+          seen.push_back(buffer.data());
+          return Status::Ok();
+        },
+        [](size_t) { return uint64_t{4} << 20; });
+    ASSERT_TRUE(status.ok()) << status.message();
+    ASSERT_EQ(seen.size(), 4u);
+    if (max_memory > 0) {
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), seen[0]), 4) << "reused";
+    }
+    EXPECT_EQ(BudgetScope::Current(), nullptr);  // the scope ends with the unit
+  }
+}
+
 }  // namespace
 }  // namespace ckptbridge::engine

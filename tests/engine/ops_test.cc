@@ -101,18 +101,19 @@ TEST(LayoutChainTest, MovesStoredElementsAsTheF32ChainMovesValues) {
   Result<std::vector<Tensor>> want = RunChain(*chain, {t});
   ASSERT_TRUE(want.ok());
   for (size_t size : {size_t{2}, size_t{4}}) {
-    std::string bytes(t.data.size() * size, '\0');
+    ScratchBuffer bytes(t.data.size() * size);
     for (size_t i = 0; i < t.data.size(); ++i) {
       const auto v = static_cast<uint32_t>(t.data[i]);
       std::memcpy(bytes.data() + i * size, &v, size);  // little-endian low bytes
     }
     // From a read-only source into a separate buffer (how the engine reads
     // a mapped safetensors slice) and in place: the same bytes.
-    const std::string source = bytes;
-    std::string out = "stale";
+    const std::string source(bytes.view());
+    ScratchBuffer out(5);
+    std::memcpy(out.data(), "stale", 5);
     ASSERT_TRUE(RunLayoutChain(*chain, size, std::string_view(source), out).ok());
     ASSERT_TRUE(RunLayoutChain(*chain, size, bytes).ok());
-    EXPECT_EQ(out, bytes);
+    EXPECT_EQ(out.view(), bytes.view());
     ASSERT_EQ(bytes.size(), t.data.size() * size);
     for (size_t i = 0; i < t.data.size(); ++i) {
       uint32_t v = 0;
@@ -131,12 +132,12 @@ TEST(LayoutChainTest, TransposesEveryEdgeOfTheSimdSquaresExactly) {
       Result<Chain> chain = ResolveChain({Op(OpKind::kTranspose, {1, 0})}, {{rows, cols}});
       ASSERT_TRUE(chain.ok());
       for (size_t size : {size_t{2}, size_t{4}}) {
-        std::string bytes(static_cast<size_t>(rows * cols) * size, '\0');
+        ScratchBuffer bytes(static_cast<size_t>(rows * cols) * size);
         for (int64_t i = 0; i < rows * cols; ++i) {
           const auto v = static_cast<uint32_t>(i * 2654435761u);
           std::memcpy(bytes.data() + i * size, &v, size);
         }
-        const std::string in = bytes;
+        const std::string in(bytes.view());
         ASSERT_TRUE(RunLayoutChain(*chain, size, bytes).ok());
         for (int64_t r = 0; r < rows; ++r) {
           for (int64_t c = 0; c < cols; ++c) {
@@ -156,10 +157,10 @@ TEST(LayoutChainTest, ReshapesAloneCopyTheSourceUnchanged) {
   Result<Chain> chain = ResolveChain({Op(OpKind::kReshape, {6})}, {{2, 3}});
   ASSERT_TRUE(chain.ok());
   const std::string source = "abcdefghijkl";  // six 2-byte elements
-  std::string out;
+  ScratchBuffer out;
   ASSERT_TRUE(RunLayoutChain(*chain, 2, std::string_view(source), out).ok());
-  EXPECT_EQ(out, source);
-  std::string wrong;
+  EXPECT_EQ(out.view(), source);
+  ScratchBuffer wrong;
   EXPECT_EQ(RunLayoutChain(*chain, 2, std::string_view(source).substr(2), wrong).message(),
             "layout chain: 10 bytes for 6 elements of 2");
 }
@@ -169,7 +170,7 @@ TEST(LayoutChainTest, RefusesWhatItCannotMove) {
       ResolveChain({Op(OpKind::kTranspose, {1, 0}), Op(OpKind::kScale)}, {{2, 3}});
   ASSERT_TRUE(scaled.ok());
   EXPECT_FALSE(IsLayoutOnly(*scaled));
-  std::string bytes(12, '\0');
+  ScratchBuffer bytes(12);
   EXPECT_EQ(RunLayoutChain(*scaled, 2, bytes).message(), "not a chain of transposes and reshapes");
   Result<Chain> plain = ResolveChain({Op(OpKind::kTranspose, {1, 0})}, {{2, 3}});
   ASSERT_TRUE(plain.ok());

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <optional>
 #include <system_error>
 #include <utility>
@@ -486,20 +487,20 @@ Result<ItemLocation> ResolveItem(const fs::path& path) {
 // ---------------------------------------------------------------------------
 // ArrayReader
 
-Result<std::shared_ptr<const std::string>> ArrayReader::Chunk(
+Result<std::shared_ptr<const ScratchBuffer>> ArrayReader::Chunk(
     const std::vector<int64_t>& index) const {
   {
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cached_chunk_ && cached_index_ == index) return cached_chunk_;
   }
   const std::string key = name_ + "/" + metadata_.ChunkKey(index);
-  std::shared_ptr<const std::string> chunk;
-  Result<std::string> value = store_->Read(key);
-  if (value.ok()) {
-    CKB_ASSIGN_OR_RETURN(std::string decoded,
-                         DecodeChunk(metadata_, *value, store_->Describe(key)));
-    chunk = std::make_shared<const std::string>(std::move(decoded));
-  } else if (value.status().code() == StatusCode::kNotFound) {
+  auto chunk = std::make_shared<ScratchBuffer>();
+  ScratchBuffer value;
+  const Status read = store_->ReadInto(key, value);
+  if (read.ok()) {
+    chunk->Resize(metadata_.ChunkBytes());
+    CKB_RETURN_IF_ERROR(DecodeChunk(metadata_, value.view(), store_->Describe(key), chunk->data()));
+  } else if (read.code() == StatusCode::kNotFound) {
     if (!fill_missing_) {
       return DataLoss(store_->Describe(key) + ": chunk " + ShapeString(index) + " of array '" +
                       name_ +
@@ -507,15 +508,17 @@ Result<std::shared_ptr<const std::string>> ArrayReader::Chunk(
                       "(store_array_data_equal_to_fill_value)");
     }
     // Never written: reads as the fill value, as in TensorStore.
-    CKB_ASSIGN_OR_RETURN(std::string filled, FillValueChunk(metadata_, store_->Describe(key)));
-    chunk = std::make_shared<const std::string>(std::move(filled));
+    CKB_ASSIGN_OR_RETURN(const std::string filled,
+                         FillValueChunk(metadata_, store_->Describe(key)));
+    chunk->Resize(filled.size());
+    std::memcpy(chunk->data(), filled.data(), filled.size());
   } else {
-    return value.status();
+    return read;
   }
   std::lock_guard<std::mutex> lock(cache_mutex_);
   cached_index_ = index;
   cached_chunk_ = chunk;
-  return chunk;
+  return std::shared_ptr<const ScratchBuffer>(std::move(chunk));
 }
 
 Result<std::optional<ArrayReader::ChunkSpan>> ArrayReader::Span(const std::vector<int64_t>& origin,
@@ -561,9 +564,21 @@ Status ArrayReader::ReadRegion(const std::vector<int64_t>& origin, const Shape& 
   const size_t rank = origin.size();
   const size_t element = DTypeSize(metadata_.dtype);
   const Shape& chunk_shape = metadata_.chunk_shape;
+  if (span->first == span->last && shape == chunk_shape) {
+    // Exactly one stored chunk (a layer of a scanned array, say): decoded
+    // straight into `out`, with no chunk buffer or copy between.
+    const std::string key = name_ + "/" + metadata_.ChunkKey(span->first);
+    ScratchBuffer value;
+    const Status read = store_->ReadInto(key, value);
+    if (read.ok()) {
+      return DecodeChunk(metadata_, value.view(), store_->Describe(key), static_cast<char*>(out));
+    }
+    if (read.code() != StatusCode::kNotFound) return read;
+    // Missing: the general path below says what that means.
+  }
   std::vector<int64_t> index = span->first;
   do {
-    CKB_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> chunk, Chunk(index));
+    CKB_ASSIGN_OR_RETURN(std::shared_ptr<const ScratchBuffer> chunk, Chunk(index));
     // The part of the region inside this chunk.
     std::vector<int64_t> in_chunk(rank), in_out(rank);
     Shape extent(rank);
@@ -830,7 +845,9 @@ Status CheckpointWriter::WriteChunk(std::string_view name, const std::vector<int
                            std::to_string(chunk_bytes.size()) + " bytes, expected " +
                            std::to_string(metadata->ChunkBytes()));
   }
-  CKB_ASSIGN_OR_RETURN(std::string value, EncodeChunk(*metadata, chunk_bytes));
+  ScratchBuffer encoded;
+  CKB_RETURN_IF_ERROR(EncodeChunk(*metadata, chunk_bytes, encoded));
+  const std::string_view value = encoded.view();
   const std::string key = array_name + "/" + metadata->ChunkKey(index);
   std::optional<ocdbt::LeafEntry> entry;
   if (ocdbt_) {

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "host/base/dtype.h"
+#include "host/base/memory_budget.h"
 #include "host/base/shape.h"
 #include "host/base/status.h"
 #include "host/formats/orbax/kvstore.h"
@@ -114,7 +115,7 @@ class ArrayReader {
   void Prefetch(const std::vector<int64_t>& origin, const Shape& shape) const;
 
  private:
-  Result<std::shared_ptr<const std::string>> Chunk(const std::vector<int64_t>& index) const;
+  Result<std::shared_ptr<const ScratchBuffer>> Chunk(const std::vector<int64_t>& index) const;
   // The chunk indices a region touches, [first, last] on every axis, walked
   // in C order by Next (false past the last); nullopt for an empty region.
   // A region of the wrong rank or outside the array is InvalidArgument.
@@ -131,7 +132,7 @@ class ArrayReader {
   bool fill_missing_;
   mutable std::mutex cache_mutex_;
   mutable std::vector<int64_t> cached_index_;
-  mutable std::shared_ptr<const std::string> cached_chunk_;
+  mutable std::shared_ptr<const ScratchBuffer> cached_chunk_;
 };
 
 class ItemReader {

@@ -1,5 +1,6 @@
 #include "host/formats/orbax/kvstore.h"
 
+#include <cstring>
 #include <system_error>
 
 #include "host/base/file.h"
@@ -55,6 +56,13 @@ Result<std::string> FileKvStore::Read(std::string_view key) const {
     return NotFound(path.string() + ": no such file");
   }
   return content;
+}
+
+Status KvStore::ReadInto(std::string_view key, ScratchBuffer& out) const {
+  CKB_ASSIGN_OR_RETURN(const std::string value, Read(key));
+  out.Resize(value.size());
+  if (!value.empty()) std::memcpy(out.data(), value.data(), value.size());
+  return Status::Ok();
 }
 
 void FileKvStore::Prefetch(std::string_view key) const {

@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "host/base/memory_budget.h"
 #include "host/base/status.h"
 
 namespace ckptbridge::orbax {
@@ -29,6 +30,9 @@ class KvStore {
 
   // The value stored at `key`; NotFound when there is none.
   virtual Result<std::string> Read(std::string_view key) const = 0;
+  // The same into `out`, a buffer reused from one value to the next
+  // (base/memory_budget.h). By default a copy of Read's.
+  virtual Status ReadInto(std::string_view key, ScratchBuffer& out) const;
   // Whether `key` holds a value.
   virtual Result<bool> Contains(std::string_view key) const = 0;
   // Stores `value` at `key`, replacing any previous value. Safe to call from

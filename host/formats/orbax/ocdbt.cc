@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <functional>
 #include <new>
 #include <set>
 #include <system_error>
@@ -117,9 +119,10 @@ struct FdCloser {
 
 // `length` bytes at `offset` of the file at `path`, which a database
 // references (`what` says how). A missing file or a range past its end is
-// DataLoss: the database promised those bytes.
-Result<std::string> ReadRange(const fs::path& path, uint64_t offset, uint64_t length,
-                              std::string_view what) {
+// DataLoss: the database promised those bytes. They are read into the
+// `length` bytes that `allocate(length)` returns.
+Status ReadRangeInto(const fs::path& path, uint64_t offset, uint64_t length, std::string_view what,
+                     const std::function<char*(size_t)>& allocate) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
@@ -139,16 +142,16 @@ Result<std::string> ReadRange(const fs::path& path, uint64_t offset, uint64_t le
     return DataLoss(path.string() + ": " + std::string(what) + " at " + Range(offset, length) +
                     " lies past the end of the " + std::to_string(size) + "-byte file");
   }
-  std::string out;
+  char* out = nullptr;
   try {
-    out.resize(static_cast<size_t>(length));
+    out = allocate(static_cast<size_t>(length));
   } catch (const std::bad_alloc&) {
     return ResourceExhausted(path.string() + ": cannot allocate " + std::to_string(length) +
                              " bytes for " + std::string(what));
   }
   uint64_t done = 0;
   while (done < length) {
-    const ssize_t n = ::pread(fd, out.data() + done, static_cast<size_t>(length - done),
+    const ssize_t n = ::pread(fd, out + done, static_cast<size_t>(length - done),
                               static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -160,6 +163,16 @@ Result<std::string> ReadRange(const fs::path& path, uint64_t offset, uint64_t le
     }
     done += static_cast<uint64_t>(n);
   }
+  return Status::Ok();
+}
+
+Result<std::string> ReadRange(const fs::path& path, uint64_t offset, uint64_t length,
+                              std::string_view what) {
+  std::string out;
+  CKB_RETURN_IF_ERROR(ReadRangeInto(path, offset, length, what, [&](size_t n) {
+    out.resize(n);
+    return out.data();
+  }));
   return out;
 }
 
@@ -382,6 +395,25 @@ Result<std::string> OcdbtReader::Read(std::string_view key) const {
   CKB_RETURN_IF_ERROR(CheckNoSymlinkEscape(dir_ / value.data, dir_));
   return ReadRange(dir_ / value.data, value.offset, value.length,
                    "value of OCDBT key " + Quoted(key));
+}
+
+Status OcdbtReader::ReadInto(std::string_view key, ScratchBuffer& out) const {
+  auto it = values_.find(key);
+  if (it == values_.end()) {
+    return NotFound(dir_.string() + ": no key " + Quoted(key) + " in the OCDBT database");
+  }
+  const Value& value = it->second;
+  if (!value.out_of_line) {
+    out.Resize(value.data.size());
+    if (!value.data.empty()) std::memcpy(out.data(), value.data.data(), value.data.size());
+    return Status::Ok();
+  }
+  CKB_RETURN_IF_ERROR(CheckNoSymlinkEscape(dir_ / value.data, dir_));
+  return ReadRangeInto(dir_ / value.data, value.offset, value.length,
+                       "value of OCDBT key " + Quoted(key), [&](size_t n) {
+                         out.Resize(n);
+                         return out.data();
+                       });
 }
 
 void OcdbtReader::Prefetch(std::string_view key) const {

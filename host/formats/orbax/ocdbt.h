@@ -63,6 +63,7 @@ class OcdbtReader final : public KvStore {
   // (DataLoss otherwise, and DataLoss when the data file is missing).
   // Thread-safe.
   Result<std::string> Read(std::string_view key) const override;
+  Status ReadInto(std::string_view key, ScratchBuffer& out) const override;
   Result<bool> Contains(std::string_view key) const override;
   // Always FailedPrecondition: the reader never changes a database.
   Status Write(std::string_view key, std::string_view value) override;

@@ -72,30 +72,29 @@ ZstdContexts& Contexts() {
   return contexts;
 }
 
-Status ZstdCompressAppend(std::string_view input, int level, std::string& out,
-                          bool record_size = true) {
-  const size_t start = out.size();
-  out.resize(start + ZSTD_compressBound(input.size()));
+// Compresses `input` into the `capacity` bytes at `out` (at least
+// ZSTD_compressBound), returning the frame's size. `record_size`: whether
+// the frame header records the content size.
+Result<size_t> ZstdCompressInto(std::string_view input, int level, char* out, size_t capacity,
+                                bool record_size) {
   ZSTD_CCtx* cctx = Contexts().cctx.get();
   size_t n;
   if (record_size) {
     // ZSTD_compressCCtx records the content size in the frame header, as
     // TensorStore's zarr3 zstd codec does.
-    n = ZSTD_compressCCtx(cctx, out.data() + start, out.size() - start, input.data(), input.size(),
-                          level);
+    n = ZSTD_compressCCtx(cctx, out, capacity, input.data(), input.size(), level);
   } else {
     // TensorStore's zarr v2 zstd compressor writes frames without it.
     ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0);
-    n = ZSTD_compress2(cctx, out.data() + start, out.size() - start, input.data(), input.size());
+    n = ZSTD_compress2(cctx, out, capacity, input.data(), input.size());
     ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
   }
   if (ZSTD_isError(n)) {
     return Internal(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
   }
-  out.resize(start + n);
-  return Status::Ok();
+  return n;
 }
 
 // Decodes the zstd frame `frame` into exactly `expected` bytes at `out`.
@@ -798,39 +797,48 @@ uint64_t ArrayMetadata::ChunkBytes() const {
 // ---------------------------------------------------------------------------
 // Chunks
 
-Result<std::string> EncodeChunk(const ArrayMetadata& metadata, std::string_view chunk_bytes) {
+Status EncodeChunk(const ArrayMetadata& metadata, std::string_view chunk_bytes,
+                   ScratchBuffer& out) {
   if (chunk_bytes.size() != metadata.ChunkBytes()) {
     return InvalidArgument("chunk of " + std::to_string(chunk_bytes.size()) + " bytes, expected " +
                            std::to_string(metadata.ChunkBytes()) + " for chunk shape " +
                            ShapeString(metadata.chunk_shape) + " of " +
                            std::string(ZarrName(metadata.dtype)));
   }
-  auto encode_one = [&](std::string_view bytes, std::string& out) -> Status {
-    if (metadata.zstd) {
-      return ZstdCompressAppend(bytes, metadata.zstd_level, out,
-                                metadata.format == ZarrFormat::kV3);
+  // Appends one encoded (inner) chunk to `out`.
+  auto encode_one = [&](std::string_view bytes) -> Status {
+    const size_t start = out.size();
+    if (!metadata.zstd) {
+      out.Resize(start + bytes.size());
+      if (!bytes.empty()) std::memcpy(out.data() + start, bytes.data(), bytes.size());
+      return Status::Ok();
     }
-    out.append(bytes);
+    out.Resize(start + ZSTD_compressBound(bytes.size()));
+    CKB_ASSIGN_OR_RETURN(const size_t n,
+                         ZstdCompressInto(bytes, metadata.zstd_level, out.data() + start,
+                                          out.size() - start, metadata.format == ZarrFormat::kV3));
+    out.Resize(start + n);
     return Status::Ok();
   };
-  std::string out;
-  if (metadata.format == ZarrFormat::kV2 || !metadata.sharded) {
-    CKB_RETURN_IF_ERROR(encode_one(chunk_bytes, out));
-    return out;
-  }
+  out.Resize(0);
+  if (metadata.format == ZarrFormat::kV2 || !metadata.sharded) return encode_one(chunk_bytes);
 
-  // A shard: the inner chunks in C order, then the index (or the index first).
+  // A shard: the inner chunks in C order, then the index (or the index
+  // first, in room left for it). Index offsets are positions in `out`.
   const std::vector<int64_t> inner_grid = InnerGrid(metadata);
   const size_t entries = static_cast<size_t>(NumElementsUnchecked(inner_grid));
   const size_t index_size = entries * 16 + (metadata.index_crc32c ? 4 : 0);
-  const uint64_t base = metadata.index_at_end ? 0 : index_size;
+  out.Resize(metadata.index_at_end ? 0 : index_size);
   const size_t element = DTypeSize(metadata.dtype);
   std::string index;
-  std::string data;
+  auto add_entry = [&](size_t start) {
+    PutU64(index, start);
+    PutU64(index, out.size() - start);
+  };
   if (entries == 1) {
-    CKB_RETURN_IF_ERROR(encode_one(chunk_bytes, data));
-    PutU64(index, base);
-    PutU64(index, data.size());
+    const size_t start = out.size();
+    CKB_RETURN_IF_ERROR(encode_one(chunk_bytes));
+    add_entry(start);
   } else {
     std::string inner(
         static_cast<size_t>(NumElementsUnchecked(metadata.inner_chunk_shape)) * element, '\0');
@@ -838,28 +846,32 @@ Result<std::string> EncodeChunk(const ArrayMetadata& metadata, std::string_view 
       CopyBox(chunk_bytes.data(), metadata.chunk_shape, Scaled(i, metadata.inner_chunk_shape),
               inner.data(), metadata.inner_chunk_shape, std::vector<int64_t>(i.size(), 0),
               metadata.inner_chunk_shape, element);
-      const size_t start = data.size();
-      CKB_RETURN_IF_ERROR(encode_one(inner, data));
-      PutU64(index, base + start);
-      PutU64(index, data.size() - start);
+      const size_t start = out.size();
+      CKB_RETURN_IF_ERROR(encode_one(inner));
+      add_entry(start);
       return Status::Ok();
     }));
   }
   if (metadata.index_crc32c) PutU32(index, ComputeCrc32c(index.data(), index.size()));
-  if (metadata.index_at_end) return data + index;
-  return index + data;
+  if (metadata.index_at_end) {
+    const size_t start = out.size();
+    out.Resize(start + index.size());
+    std::memcpy(out.data() + start, index.data(), index.size());
+  } else {
+    std::memcpy(out.data(), index.data(), index.size());
+  }
+  return Status::Ok();
 }
 
-Result<std::string> DecodeChunk(const ArrayMetadata& metadata, std::string_view value,
-                                std::string_view label) {
+Result<std::string> EncodeChunk(const ArrayMetadata& metadata, std::string_view chunk_bytes) {
+  ScratchBuffer out;
+  CKB_RETURN_IF_ERROR(EncodeChunk(metadata, chunk_bytes, out));
+  return std::string(out.view());
+}
+
+Status DecodeChunk(const ArrayMetadata& metadata, std::string_view value, std::string_view label,
+                   char* out) {
   const size_t chunk_bytes = metadata.ChunkBytes();
-  std::string out;
-  try {
-    out.resize(chunk_bytes);
-  } catch (const std::bad_alloc&) {
-    return ResourceExhausted(std::string(label) + ": cannot allocate a chunk of " +
-                             std::to_string(chunk_bytes) + " bytes");
-  }
   auto decode_one = [&](std::string_view encoded, char* dst, size_t size,
                         std::string_view what) -> Status {
     if (metadata.zstd) return ZstdDecompressInto(encoded, dst, size, what);
@@ -871,8 +883,7 @@ Result<std::string> DecodeChunk(const ArrayMetadata& metadata, std::string_view 
     return Status::Ok();
   };
   if (metadata.format == ZarrFormat::kV2 || !metadata.sharded) {
-    CKB_RETURN_IF_ERROR(decode_one(value, out.data(), chunk_bytes, label));
-    return out;
+    return decode_one(value, out, chunk_bytes, label);
   }
 
   // A shard (shared/docs/orbax-format.md §3.4).
@@ -915,8 +926,8 @@ Result<std::string> DecodeChunk(const ArrayMetadata& metadata, std::string_view 
       if (!fill) {
         CKB_ASSIGN_OR_RETURN(fill, FillChunk(metadata, inner_bytes, label));
       }
-      CopyBox(fill->data(), inner_shape, zero, out.data(), metadata.chunk_shape, origin,
-              inner_shape, element);
+      CopyBox(fill->data(), inner_shape, zero, out, metadata.chunk_shape, origin, inner_shape,
+              element);
       return Status::Ok();
     }
     if (offset < data_begin || offset > data_end || nbytes > data_end - offset) {
@@ -925,13 +936,27 @@ Result<std::string> DecodeChunk(const ArrayMetadata& metadata, std::string_view 
                       std::to_string(data_end) + ")");
     }
     const std::string_view encoded = value.substr(offset, nbytes);
-    if (entries == 1) return decode_one(encoded, out.data(), chunk_bytes, what);
+    if (entries == 1) return decode_one(encoded, out, chunk_bytes, what);
     scratch.resize(inner_bytes);
     CKB_RETURN_IF_ERROR(decode_one(encoded, scratch.data(), inner_bytes, what));
-    CopyBox(scratch.data(), inner_shape, zero, out.data(), metadata.chunk_shape, origin,
-            inner_shape, element);
+    CopyBox(scratch.data(), inner_shape, zero, out, metadata.chunk_shape, origin, inner_shape,
+            element);
     return Status::Ok();
   }));
+  return Status::Ok();
+}
+
+Result<std::string> DecodeChunk(const ArrayMetadata& metadata, std::string_view value,
+                                std::string_view label) {
+  const size_t chunk_bytes = metadata.ChunkBytes();
+  std::string out;
+  try {
+    out.resize(chunk_bytes);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhausted(std::string(label) + ": cannot allocate a chunk of " +
+                             std::to_string(chunk_bytes) + " bytes");
+  }
+  CKB_RETURN_IF_ERROR(DecodeChunk(metadata, value, label, out.data()));
   return out;
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "host/base/dtype.h"
+#include "host/base/memory_budget.h"
 #include "host/base/shape.h"
 #include "host/base/status.h"
 
@@ -88,6 +89,9 @@ struct ArrayMetadata {
 // zstd frames are TensorStore's: v3 frames record their content size, v2
 // frames do not (both byte-identical to TensorStore's with libzstd 1.5).
 Result<std::string> EncodeChunk(const ArrayMetadata& metadata, std::string_view chunk_bytes);
+// The same into `out` (its old contents are dropped), a buffer reused from
+// one chunk to the next (base/memory_budget.h).
+Status EncodeChunk(const ArrayMetadata& metadata, std::string_view chunk_bytes, ScratchBuffer& out);
 
 // Decodes a stored value into the chunk's ChunkBytes() bytes. Missing inner
 // chunks are filled with the fill value. Corruption (bad CRC, truncated index,
@@ -95,6 +99,9 @@ Result<std::string> EncodeChunk(const ArrayMetadata& metadata, std::string_view 
 // size) is DataLoss naming `label`.
 Result<std::string> DecodeChunk(const ArrayMetadata& metadata, std::string_view value,
                                 std::string_view label);
+// The same into the ChunkBytes() bytes at `out`.
+Status DecodeChunk(const ArrayMetadata& metadata, std::string_view value, std::string_view label,
+                   char* out);
 
 // A whole chunk (ChunkBytes() bytes) of the fill value: what a chunk that was
 // never written reads as. Errors only for a fill value ParseZarr* would refuse.

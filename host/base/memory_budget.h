@@ -1,0 +1,129 @@
+// host/base/memory_budget.h - the bytes a run may hold at once, and the
+// working buffers it keeps, within them, for the next unit of work.
+//
+// A conversion streams units (slices of tensors) through a few threads. Each
+// unit takes its estimated working set from a MemoryBudget before it starts
+// and gives it back when it ends (engine/execute.h). The large buffers a unit
+// works in - a transposed slice, an encoded chunk, a decoded chunk - are
+// ScratchBuffers: when a unit is done with one, the budget keeps it for the
+// next unit instead of freeing it. Memory new from the kernel is zeroed page
+// by page on first touch; allocating and freeing these buffers per unit made
+// that zeroing (clear_page_erms) 15% of a conversion's CPU time on the
+// 2-core reference machine.
+//
+// Kept buffers count against the budget like units in flight do: a buffer is
+// kept only while there is room for it, and a unit that needs the room frees
+// kept buffers before it waits. So reuse never makes a run hold more than the
+// budget.
+//
+// A thread finds its budget through a BudgetScope (the executor opens one
+// around every unit). Outside any scope a ScratchBuffer is an ordinary
+// allocation, freed when it is destroyed.
+#ifndef CKPTBRIDGE_HOST_BASE_MEMORY_BUDGET_H_
+#define CKPTBRIDGE_HOST_BASE_MEMORY_BUDGET_H_
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace ckptbridge {
+
+// A counting budget of bytes shared by the threads of one run, and the
+// buffers kept for reuse within it.
+class MemoryBudget {
+ public:
+  explicit MemoryBudget(uint64_t capacity) : capacity_(capacity) {}
+  MemoryBudget(const MemoryBudget&) = delete;
+  MemoryBudget& operator=(const MemoryBudget&) = delete;
+
+  // Waits until `bytes` are free and takes them, first freeing kept buffers
+  // if that makes room. A request larger than the whole budget waits until
+  // nothing else is held and takes it all. Returns what was taken (pass it
+  // to Release).
+  uint64_t Acquire(uint64_t bytes);
+  void Release(uint64_t bytes);
+  uint64_t capacity() const { return capacity_; }
+  // The most that was held at once so far, kept buffers included.
+  uint64_t peak() const;
+
+  // Buffers smaller than this are not worth keeping: malloc reuses them
+  // from its own free lists.
+  static constexpr size_t kMinKeptBytes = size_t{1} << 20;
+
+  // A kept buffer of at least `size` bytes and at most a quarter more (so
+  // that a unit does not hold much more than it asked the budget for), or an
+  // empty string when none fits. Its bytes are unspecified. It leaves the
+  // budget: the unit that takes it holds it under its own share.
+  std::string TakeKept(size_t size);
+  // Keeps `buffer` for reuse if the budget has room for all of its bytes
+  // (and it is at least kMinKeptBytes); otherwise frees it.
+  void Keep(std::string buffer);
+  // The bytes of the buffers kept now.
+  uint64_t kept_bytes() const;
+
+ private:
+  const uint64_t capacity_;
+  mutable std::mutex mutex_;
+  std::condition_variable freed_;
+  uint64_t in_use_ = 0;  // taken by units, plus kept_bytes_
+  uint64_t peak_ = 0;
+  std::multimap<size_t, std::string> kept_;  // by size
+  uint64_t kept_bytes_ = 0;
+};
+
+// While it lives, ScratchBuffers made on this thread take from and go back to
+// `budget` (null: plain allocations). Scopes nest; the innermost one counts.
+// A buffer that outlives its budget is simply freed.
+class BudgetScope {
+ public:
+  explicit BudgetScope(std::shared_ptr<MemoryBudget> budget);
+  ~BudgetScope();
+  BudgetScope(const BudgetScope&) = delete;
+  BudgetScope& operator=(const BudgetScope&) = delete;
+
+  // The budget of the innermost scope open on this thread, or null.
+  static const std::shared_ptr<MemoryBudget>& Current();
+
+ private:
+  std::shared_ptr<MemoryBudget> previous_;
+};
+
+// A byte buffer for one unit's working data, reused across units through the
+// budget of the BudgetScope it was first sized in (see the top of this file).
+// Unlike std::string, growing it does not zero the new bytes: they are
+// unspecified, and the caller writes every byte it reads back.
+class ScratchBuffer {
+ public:
+  ScratchBuffer() = default;
+  explicit ScratchBuffer(size_t size) { Resize(size); }
+  ~ScratchBuffer();
+  ScratchBuffer(ScratchBuffer&& other) noexcept;
+  ScratchBuffer& operator=(ScratchBuffer&& other) noexcept;
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+
+  // Makes the buffer `size` bytes long. The first min(size, size()) bytes
+  // are kept; the rest are unspecified.
+  void Resize(size_t size);
+  char* data() { return storage_.data(); }
+  const char* data() const { return storage_.data(); }
+  size_t size() const { return size_; }
+  std::string_view view() const { return std::string_view(storage_.data(), size_); }
+  void swap(ScratchBuffer& other) noexcept;
+
+ private:
+  // At least size_ bytes long. Its length is the most this buffer ever held,
+  // so that shrinking and growing again within it never zeroes anything.
+  std::string storage_;
+  size_t size_ = 0;
+  std::weak_ptr<MemoryBudget> budget_;  // where storage_ came from and goes back to
+};
+
+}  // namespace ckptbridge
+
+#endif  // CKPTBRIDGE_HOST_BASE_MEMORY_BUDGET_H_
