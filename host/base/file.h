@@ -129,8 +129,11 @@ class OutputFile {
   OutputFile& operator=(const OutputFile&) = delete;
   ~OutputFile();
 
-  // Writes all of [data, data+n) at `offset`. Thread-safe.
+  // Writes all of [data, data+n) at `offset`. Thread-safe. A write of at
+  // least kWritebackBytes also starts its write-back to disk (without
+  // waiting for it).
   Status PWrite(uint64_t offset, const void* data, size_t n) const;
+  static constexpr size_t kWritebackBytes = size_t{1} << 20;
   // Closes the file (no sync: see SyncFilesystemOf).
   Status Close();
 

@@ -344,15 +344,12 @@ Status CopyTokenizerFiles(const fs::path& from, const fs::path& to,
   return Status::Ok();
 }
 
-// The receipt of a to-HF conversion. Every shard header carries it and is
-// final before the first tensor is written (safetensors/writer.h), so the
-// source is hashed first, not alongside.
-Result<json> HfReceipt(const ConvertOptions& options, const LoadedPlugin& plugin,
-                       const std::string& model_type, const RuleSet& rules, const Plan& plan,
-                       bool scan, const orbax::ItemReader& item, const ConvertObserver& observer) {
+// The source files of a to-HF conversion, for its receipt: the item's files
+// and the --hf-config file, recorded relative to the item.
+Result<std::vector<SourceFile>> HfReceiptFiles(const ConvertOptions& options,
+                                               const orbax::ItemReader& item) {
   CKB_ASSIGN_OR_RETURN(std::vector<SourceFile> files, OrbaxSourceFiles(item));
   if (!options.hf_config_file.empty()) {
-    // The config is an input too; its path is recorded relative to the item.
     std::error_code ec;
     const fs::path config = fs::absolute(options.hf_config_file, ec).lexically_normal();
     const uint64_t bytes = fs::file_size(config, ec);
@@ -361,12 +358,7 @@ Result<json> HfReceipt(const ConvertOptions& options, const LoadedPlugin& plugin
         {config.lexically_relative(fs::absolute(item.location().item_dir, ec)).generic_string(),
          config, bytes});
   }
-  SourceHasher hasher(std::move(files), observer.cancel);
-  ReceiptInputs receipt = ConversionReceipt(options, plugin, model_type, rules, plan, scan);
-  receipt.source_format = "orbax";
-  receipt.source_path = item.location().item_dir;
-  CKB_ASSIGN_OR_RETURN(receipt.source_files, hasher.Wait());
-  return BuildReceipt(receipt);
+  return files;
 }
 
 // ckptbridge_receipt.json beside the shards, and the receipt in the index's
@@ -457,12 +449,27 @@ Result<ConvertSummary> ToHf(const ConvertOptions& options, const PluginRegistry&
   StagedOutput& staged = output.staged;
   CastAudit audit(options.allow_lossy);
   ExecuteOptions exec = ConversionExecuteOptions(options, observer, adapter.get(), audit);
-  CKB_ASSIGN_OR_RETURN(json receipt,
-                       HfReceipt(options, *plugin, model_type, rules, plan, scan, *item, observer));
-  const json embedded = EmbeddedReceipt(receipt);
+  // Every shard header carries the receipt, with the source's hashes. The
+  // source is hashed beside the conversion (which reads the same bytes); the
+  // headers are planned around hashes of zeros, as long as the real ones,
+  // and overwritten with the real ones once every tensor is written.
+  CKB_ASSIGN_OR_RETURN(std::vector<SourceFile> files, HfReceiptFiles(options, *item));
+  ReceiptInputs inputs = ConversionReceipt(options, *plugin, model_type, rules, plan, scan);
+  inputs.source_format = "orbax";
+  inputs.source_path = item->location().item_dir;
+  inputs.source_files = UnhashedSourceFiles(files);
+  const json unhashed = EmbeddedReceipt(BuildReceipt(inputs));
+  SourceHasher hasher(std::move(files), observer.cancel);
+  json receipt, embedded;
+  auto hashed = [&]() -> Result<std::map<std::string, std::string>> {
+    CKB_ASSIGN_OR_RETURN(inputs.source_files, hasher.Wait());
+    receipt = BuildReceipt(inputs);
+    embedded = EmbeddedReceipt(receipt);
+    return std::map<std::string, std::string>{{kReceiptMetadataKey, embedded.dump()}};
+  };
   output.journal->Install(exec);
   CKB_RETURN_IF_ERROR(WriteHf(plan, *item, staged.staging(), options.max_shard_bytes, exec,
-                              {{kReceiptMetadataKey, embedded.dump()}}));
+                              {{kReceiptMetadataKey, unhashed.dump()}}, hashed));
   CKB_RETURN_IF_ERROR(WriteHfReceipt(staged.staging(), receipt, embedded));
   CKB_RETURN_IF_ERROR(WriteFile(staged.staging() / "config.json", out_config.dump(2) + "\n"));
 

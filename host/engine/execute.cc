@@ -404,12 +404,13 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
 
 Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::filesystem::path& dir,
                uint64_t max_shard_bytes, const ExecuteOptions& options,
-               const std::map<std::string, std::string>& shard_metadata) {
+               const std::map<std::string, std::string>& shard_metadata,
+               const std::function<Result<std::map<std::string, std::string>>()>& final_metadata) {
   if (plan.direction != Direction::kToHf) return Internal("not a to-HF plan");
   std::vector<safetensors::TensorSpec> specs;
   for (const HfTensor& hf : plan.hf_tensors) specs.push_back({hf.name, hf.dtype, hf.shape});
   CKB_ASSIGN_OR_RETURN(safetensors::ShardPlan shards,
-                       safetensors::PlanShards(std::move(specs), max_shard_bytes, shard_metadata));
+                       safetensors::PlanShards(specs, max_shard_bytes, shard_metadata));
   std::vector<std::unique_ptr<safetensors::ShardWriter>> writers;
   for (const safetensors::PlannedShard& shard : shards.shards) {
     CKB_ASSIGN_OR_RETURN(auto writer, options.open_shard
@@ -485,8 +486,23 @@ Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::fil
   };
   CKB_RETURN_IF_ERROR(RunUnits(plan, options, convert, prefetch));
 
+  // The writers refer to the shards as planned; the index lists the final ones.
+  std::optional<safetensors::ShardPlan> final_shards;
+  if (final_metadata) {
+    CKB_ASSIGN_OR_RETURN(const auto metadata, final_metadata());
+    CKB_ASSIGN_OR_RETURN(final_shards,
+                         safetensors::PlanShards(std::move(specs), max_shard_bytes, metadata));
+    if (final_shards->shards.size() != shards.shards.size()) {
+      return Internal("the final shard metadata changes the number of shards");
+    }
+    for (size_t i = 0; i < writers.size(); ++i) {
+      CKB_RETURN_IF_ERROR(writers[i]->RewriteHeader(final_shards->shards[i].header));
+    }
+  }
   for (auto& writer : writers) CKB_RETURN_IF_ERROR(writer->Finish());
-  if (shards.shards.size() > 1) CKB_RETURN_IF_ERROR(safetensors::WriteIndex(dir, shards));
+  if (shards.shards.size() > 1) {
+    CKB_RETURN_IF_ERROR(safetensors::WriteIndex(dir, final_shards ? *final_shards : shards));
+  }
   return Status::Ok();
 }
 

@@ -145,9 +145,16 @@ Status WriteMaxText(const Plan& plan, const safetensors::Checkpoint& source,
 // Runs a to-HF plan, writing safetensors shards (and the index when there is
 // more than one) into `dir`. `shard_metadata` goes into every shard's
 // __metadata__ next to "format": "pt" (the receipt, receipt.h).
-Status WriteHf(const Plan& plan, const orbax::ItemReader& source, const std::filesystem::path& dir,
-               uint64_t max_shard_bytes, const ExecuteOptions& options,
-               const std::map<std::string, std::string>& shard_metadata = {});
+// `final_metadata`, when given, is called once every tensor is written and
+// replaces `shard_metadata` in the headers and the index: metadata known only
+// late (the receipt's source hashes, computed beside the conversion). Its
+// values must serialise to the same length as those planned, since the
+// tensors were placed after headers of that length (Internal otherwise).
+Status WriteHf(
+    const Plan& plan, const orbax::ItemReader& source, const std::filesystem::path& dir,
+    uint64_t max_shard_bytes, const ExecuteOptions& options,
+    const std::map<std::string, std::string>& shard_metadata = {},
+    const std::function<Result<std::map<std::string, std::string>>()>& final_metadata = {});
 
 }  // namespace ckptbridge::engine
 

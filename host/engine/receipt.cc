@@ -25,6 +25,7 @@ using nlohmann::json;
 
 constexpr size_t kHashBufferBytes = size_t{1} << 20;
 constexpr const char* kHashName = "xxh3-128";
+constexpr size_t kHexDigits = 2 * sizeof(XXH128_canonical_t);  // 32
 constexpr const char* kIndexFileName = "model.safetensors.index.json";
 
 std::string Hex(const XXH128_hash_t& hash) {
@@ -32,7 +33,7 @@ std::string Hex(const XXH128_hash_t& hash) {
   XXH128_canonicalFromHash(&canonical, hash);
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
-  out.reserve(32);
+  out.reserve(kHexDigits);
   for (unsigned char byte : canonical.digest) {
     out += kDigits[byte >> 4];
     out += kDigits[byte & 15];
@@ -103,21 +104,33 @@ Result<SourceFile> Stat(const fs::path& path, const fs::path& base) {
   return SourceFile{path.lexically_relative(base).generic_string(), path, bytes};
 }
 
-Result<json> HashAll(const std::vector<SourceFile>& files, const std::function<bool()>& stopped) {
+// The receipt's "source" object (without "format" and "path") for `files`
+// and their hashes.
+json SourceObject(const std::vector<SourceFile>& files, const std::vector<std::string>& hashes,
+                  const std::string& digest) {
   json list = json::array();
-  std::string digest_input;
   uint64_t total = 0;
-  for (const SourceFile& file : files) {
-    CKB_ASSIGN_OR_RETURN(std::string hash, HashFile(file.path, stopped));
-    list.push_back({{"path", file.relative}, {"bytes", file.bytes}, {"xxh3_128", hash}});
-    digest_input += file.relative + '\0' + std::to_string(file.bytes) + '\0' + hash + '\n';
-    total += file.bytes;
+  for (size_t i = 0; i < files.size(); ++i) {
+    list.push_back(
+        {{"path", files[i].relative}, {"bytes", files[i].bytes}, {"xxh3_128", hashes[i]}});
+    total += files[i].bytes;
   }
   return json{{"hash", kHashName},
               {"file_count", files.size()},
               {"bytes", total},
               {"files", std::move(list)},
-              {"files_digest", Xxh3Hex(digest_input.data(), digest_input.size())}};
+              {"files_digest", digest}};
+}
+
+Result<json> HashAll(const std::vector<SourceFile>& files, const std::function<bool()>& stopped) {
+  std::vector<std::string> hashes;
+  std::string digest_input;
+  for (const SourceFile& file : files) {
+    CKB_ASSIGN_OR_RETURN(std::string hash, HashFile(file.path, stopped));
+    digest_input += file.relative + '\0' + std::to_string(file.bytes) + '\0' + hash + '\n';
+    hashes.push_back(std::move(hash));
+  }
+  return SourceObject(files, hashes, Xxh3Hex(digest_input.data(), digest_input.size()));
 }
 
 std::string DTypeName(DType dtype) { return std::string(ZarrName(dtype)); }
@@ -242,6 +255,11 @@ Result<std::vector<SourceFile>> OrbaxSourceFiles(const orbax::ItemReader& item) 
   std::sort(files.begin(), files.end(),
             [](const SourceFile& a, const SourceFile& b) { return a.relative < b.relative; });
   return files;
+}
+
+json UnhashedSourceFiles(const std::vector<SourceFile>& files) {
+  const std::string zeros(kHexDigits, '0');
+  return SourceObject(files, std::vector<std::string>(files.size(), zeros), zeros);
 }
 
 SourceHasher::SourceHasher(std::vector<SourceFile> files, const std::atomic<bool>* cancel)

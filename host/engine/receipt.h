@@ -113,6 +113,12 @@ Result<std::vector<SourceFile>> HfSourceFiles(const safetensors::Checkpoint& sou
 // Every regular file below an Orbax item directory, sorted by relative path.
 Result<std::vector<SourceFile>> OrbaxSourceFiles(const orbax::ItemReader& item);
 
+// What SourceHasher::Wait() returns for `files`, with every hash all zeros:
+// the same length once serialised, so that a safetensors header planned
+// around it can be written before the hashes are known and overwritten in
+// place once they are (to HF: the shard headers carry the receipt).
+nlohmann::json UnhashedSourceFiles(const std::vector<SourceFile>& files);
+
 // Hashes files on a thread of its own, so that hashing overlaps the
 // conversion that reads the same files. Destroying a hasher that was not
 // waited for stops it (between 1 MiB reads) and joins the thread; so does

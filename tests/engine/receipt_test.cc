@@ -85,6 +85,20 @@ TEST(ReceiptHashTest, HasherListsEveryFileWithItsHash) {
   EXPECT_EQ((*files)["files"][1]["xxh3_128"], testing::Xxh3Of(b));
   EXPECT_EQ((*files)["files_digest"].get<std::string>().size(), 32u);
 
+  // What a to-HF shard header is planned around before the hashes are
+  // known: the same object with zeros, exactly as long once serialised.
+  const json unhashed =
+      UnhashedSourceFiles({{"a", tmp / "a", a.size()}, {"sub/b", tmp / "b", b.size()}});
+  EXPECT_EQ(unhashed["files"][0],
+            json({{"path", "a"}, {"bytes", 5000}, {"xxh3_128", std::string(32, '0')}}));
+  EXPECT_EQ(unhashed["files_digest"], std::string(32, '0'));
+  EXPECT_EQ(unhashed.dump().size(), files->dump().size());
+  json same_but_hashes = unhashed;
+  same_but_hashes["files"][0]["xxh3_128"] = (*files)["files"][0]["xxh3_128"];
+  same_but_hashes["files"][1]["xxh3_128"] = (*files)["files"][1]["xxh3_128"];
+  same_but_hashes["files_digest"] = (*files)["files_digest"];
+  EXPECT_EQ(same_but_hashes, *files);
+
   SourceHasher missing({{"gone", tmp / "gone", 1}});
   Result<json> failed = missing.Wait();
   ASSERT_FALSE(failed.ok());

@@ -144,6 +144,15 @@ Result<std::unique_ptr<ShardWriter>> ShardWriter::Reopen(const std::filesystem::
   return std::unique_ptr<ShardWriter>(new ShardWriter(shard, std::move(file)));
 }
 
+Status ShardWriter::RewriteHeader(const std::string& header) {
+  if (header.size() != shard_.header.size()) {
+    return Internal(file_.path().string() + ": a rewritten header of " +
+                    std::to_string(header.size()) + " bytes would move the tensors planned after " +
+                    std::to_string(shard_.header.size()) + " header bytes");
+  }
+  return file_.PWrite(0, header.data(), header.size());
+}
+
 Status ShardWriter::Adopt(size_t tensor_index, uint64_t offset, uint64_t num_bytes, bool whole) {
   const std::string& path = file_.path().string();
   CKB_RETURN_IF_ERROR(CheckIndex(tensor_index));

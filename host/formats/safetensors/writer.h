@@ -114,6 +114,10 @@ class ShardWriter {
   // Pieces may come from several threads; Finish() checks that they add up
   // to the whole tensor. A tensor is written whole or in parts, not both.
   Status WriteTensorPart(size_t tensor_index, uint64_t offset, const void* data, size_t num_bytes);
+  // Overwrites the header with `header`, which must be exactly as long as the
+  // planned one (a header whose metadata was only known late: the same
+  // layout, other bytes of the same length). Internal error otherwise.
+  Status RewriteHeader(const std::string& header);
   Status Finish();
 
  private:

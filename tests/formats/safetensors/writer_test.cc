@@ -368,6 +368,38 @@ TEST_F(ShardWriterTest, CreateWritesTheHeaderAndSizesTheFile) {
   EXPECT_EQ(ReadBytes(ShardPath()).substr(0, shard().header.size()), shard().header);
 }
 
+TEST_F(ShardWriterTest, RewritesTheHeaderOnlyWithOneOfTheSameLength) {
+  // Metadata known late (a receipt's hashes) replaces a placeholder of the
+  // same length; anything longer or shorter would move every tensor.
+  Result<ShardPlan> placeholder = PlanShards({{"a", DType::kF32, {4}}}, kDefaultMaxShardBytes,
+                                             {{"receipt", std::string(32, '0')}});
+  Result<ShardPlan> hashed = PlanShards({{"a", DType::kF32, {4}}}, kDefaultMaxShardBytes,
+                                        {{"receipt", std::string(32, 'f')}});
+  Result<ShardPlan> longer = PlanShards({{"a", DType::kF32, {4}}}, kDefaultMaxShardBytes,
+                                        {{"receipt", std::string(40, 'f')}});
+  ASSERT_TRUE(placeholder.ok() && hashed.ok() && longer.ok());
+  Result<std::unique_ptr<ShardWriter>> writer =
+      ShardWriter::Create(dir_.path(), placeholder->shards[0]);
+  ASSERT_TRUE(writer.ok()) << writer.status().message();
+  ASSERT_TRUE((*writer)->WriteTensor(0, "0123456789abcdef", 16).ok());
+
+  const Status moved = (*writer)->RewriteHeader(longer->shards[0].header);
+  EXPECT_EQ(moved.code(), StatusCode::kInternal);
+  EXPECT_EQ(moved.message(), ShardPath().string() + ": a rewritten header of " +
+                                 std::to_string(longer->shards[0].header.size()) +
+                                 " bytes would move the tensors planned after " +
+                                 std::to_string(placeholder->shards[0].header.size()) +
+                                 " header bytes");
+
+  ASSERT_TRUE((*writer)->RewriteHeader(hashed->shards[0].header).ok());
+  ASSERT_TRUE((*writer)->Finish().ok());
+  Result<File> file = File::Open(ShardPath());
+  ASSERT_TRUE(file.ok()) << file.status().message();
+  EXPECT_EQ(file->header().metadata.at("receipt"), std::string(32, 'f'));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(file->Data(*file->Find("a"))), 16),
+            "0123456789abcdef");
+}
+
 TEST_F(ShardWriterTest, RejectsMisuse) {
   Result<std::unique_ptr<ShardWriter>> created = ShardWriter::Create(dir_.path(), shard());
   ASSERT_TRUE(created.ok()) << created.status().message();
