@@ -17,7 +17,7 @@ uint64_t MemoryBudget::Acquire(uint64_t bytes) {
         auto largest = std::prev(kept_.end());
         in_use_ -= largest->first;
         kept_bytes_ -= largest->first;
-        evicted.push_back(std::move(largest->second));
+        evicted.push_back(std::move(largest->second.buffer));
         kept_.erase(largest);
       }
       if (in_use_ + bytes <= capacity_) break;
@@ -50,7 +50,7 @@ std::string MemoryBudget::TakeKept(size_t size) {
     if (fit == kept_.end() || fit->first - size > size / 4) return buffer;
     in_use_ -= fit->first;
     kept_bytes_ -= fit->first;
-    buffer = std::move(fit->second);
+    buffer = std::move(fit->second.buffer);
     kept_.erase(fit);
   }
   freed_.notify_all();  // the room it held may be what a waiting unit needs
@@ -59,14 +59,23 @@ std::string MemoryBudget::TakeKept(size_t size) {
 
 void MemoryBudget::Keep(std::string buffer) {
   const size_t size = buffer.size();
-  if (size < kMinKeptBytes) return;
+  if (size < kMinKeptBytes || max_kept_ == 0) return;
+  std::string oldest;  // freed after the lock is let go, like `buffer` when there is no room
   std::lock_guard<std::mutex> lock(mutex_);
-  // No room: `buffer` is freed when this returns, after the lock is let go.
   if (in_use_ + size > capacity_) return;
+  if (kept_.size() >= max_kept_) {
+    auto old = std::min_element(kept_.begin(), kept_.end(), [](const auto& a, const auto& b) {
+      return a.second.age < b.second.age;
+    });
+    in_use_ -= old->first;
+    kept_bytes_ -= old->first;
+    oldest = std::move(old->second.buffer);
+    kept_.erase(old);
+  }
   in_use_ += size;
   kept_bytes_ += size;
   peak_ = std::max(peak_, in_use_);
-  kept_.emplace(size, std::move(buffer));
+  kept_.emplace(size, Kept{keeps_++, std::move(buffer)});
 }
 
 uint64_t MemoryBudget::kept_bytes() const {

@@ -37,7 +37,12 @@ namespace ckptbridge {
 // buffers kept for reuse within it.
 class MemoryBudget {
  public:
-  explicit MemoryBudget(uint64_t capacity) : capacity_(capacity) {}
+  // `max_kept`: how many buffers to keep at most. A unit works in two or
+  // three large buffers, so a few per thread cover the units in flight;
+  // beyond that, the buffer kept longest ago is freed (sizes change from one
+  // tensor to the next, and old sizes should not pile up).
+  explicit MemoryBudget(uint64_t capacity, size_t max_kept = 16)
+      : capacity_(capacity), max_kept_(max_kept) {}
   MemoryBudget(const MemoryBudget&) = delete;
   MemoryBudget& operator=(const MemoryBudget&) = delete;
 
@@ -61,19 +66,26 @@ class MemoryBudget {
   // budget: the unit that takes it holds it under its own share.
   std::string TakeKept(size_t size);
   // Keeps `buffer` for reuse if the budget has room for all of its bytes
-  // (and it is at least kMinKeptBytes); otherwise frees it.
+  // (and it is at least kMinKeptBytes); otherwise frees it. Keeping more
+  // than max_kept buffers frees the one kept longest ago.
   void Keep(std::string buffer);
   // The bytes of the buffers kept now.
   uint64_t kept_bytes() const;
 
  private:
+  struct Kept {
+    uint64_t age;  // when it was kept: a count of Keep calls
+    std::string buffer;
+  };
   const uint64_t capacity_;
+  const size_t max_kept_;
   mutable std::mutex mutex_;
   std::condition_variable freed_;
   uint64_t in_use_ = 0;  // taken by units, plus kept_bytes_
   uint64_t peak_ = 0;
-  std::multimap<size_t, std::string> kept_;  // by size
+  std::multimap<size_t, Kept> kept_;  // by size
   uint64_t kept_bytes_ = 0;
+  uint64_t keeps_ = 0;
 };
 
 // While it lives, ScratchBuffers made on this thread take from and go back to

@@ -190,8 +190,6 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
                    const std::function<Status(size_t)>& body,
                    const std::function<uint64_t(size_t)>& memory,
                    const std::function<void(size_t)>& prefetch) {
-  std::shared_ptr<MemoryBudget> budget;
-  if (options.max_memory > 0 && memory) budget = std::make_shared<MemoryBudget>(options.max_memory);
   std::mutex mutex;
   Status first_error;
   std::atomic<bool> failed{false};
@@ -203,6 +201,13 @@ Status ForEachUnit(size_t count, const ExecuteOptions& options,
   }
   const int threads =
       options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  // A unit works in two or three large buffers: four per thread cover the
+  // units in flight.
+  std::shared_ptr<MemoryBudget> budget;
+  if (options.max_memory > 0 && memory) {
+    budget = std::make_shared<MemoryBudget>(options.max_memory,
+                                            4 * static_cast<size_t>(std::max(1, threads)));
+  }
   auto run = [&](size_t i) {
     return options.wrap ? options.wrap(i, [&] { return body(i); }) : body(i);
   };

@@ -64,6 +64,20 @@ TEST(MemoryBudgetTest, WorkThatNeedsTheRoomFreesKeptBuffersInsteadOfWaiting) {
   EXPECT_EQ(budget.peak(), 10 * kMiB);
 }
 
+TEST(MemoryBudgetTest, KeepsAtMostMaxKeptBuffersDroppingTheOldest) {
+  MemoryBudget budget(64 * kMiB, 2);
+  budget.Keep(std::string(2 * kMiB, 'a'));
+  budget.Keep(std::string(3 * kMiB, 'b'));
+  budget.Keep(std::string(4 * kMiB, 'c'));  // the 2 MiB one, kept first, goes
+  EXPECT_EQ(budget.kept_bytes(), 7 * kMiB);
+  EXPECT_TRUE(budget.TakeKept(2 * kMiB).empty());
+  EXPECT_EQ(budget.TakeKept(3 * kMiB)[0], 'b');
+  EXPECT_EQ(budget.TakeKept(4 * kMiB)[0], 'c');
+  MemoryBudget none(64 * kMiB, 0);
+  none.Keep(std::string(2 * kMiB, 'a'));
+  EXPECT_EQ(none.kept_bytes(), 0u);
+}
+
 TEST(ScratchBufferTest, ReusesMemoryWithinItsBudgetScope) {
   auto budget = std::make_shared<MemoryBudget>(64 * kMiB);
   BudgetScope scope(budget);
