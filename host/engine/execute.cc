@@ -182,7 +182,7 @@ uint64_t MaxMemoryOrDefault(uint64_t max_memory) {
 }
 
 uint64_t UnitMemoryLimit(uint64_t max_memory) {
-  return std::max<uint64_t>(max_memory / 8, uint64_t{64} << 10);
+  return std::clamp<uint64_t>(max_memory / 8, uint64_t{64} << 10, kMaxUnitMemory);
 }
 
 Status ForEachUnit(size_t count, const ExecuteOptions& options,

@@ -124,10 +124,18 @@ uint64_t DefaultMaxMemory();
 uint64_t MaxMemoryOrDefault(uint64_t max_memory);
 
 // The largest working set one unit should have under a budget of
-// `max_memory`: an eighth of it (at least 64 KiB), so that several units fit
-// side by side. Planning cuts larger units into row blocks where their rule
-// allows (plan.h, max_unit_memory); what cannot be cut (a custom transform,
-// ops across rows) runs whole.
+// `max_memory`: an eighth of it, so that several units fit side by side, and
+// at least 64 KiB but at most kMaxUnitMemory. Planning cuts larger units into
+// row blocks where their rule allows (plan.h, max_unit_memory); what cannot
+// be cut (a custom transform, ops across rows) runs whole.
+//
+// The ceiling: a larger budget buys no speed, only memory new to the process
+// for each larger slice, which the kernel must zero. On the reference machine
+// a 1 GiB llama took 1.44-2.22 s (peak 282-290 MiB) to MaxText with a 6 GiB
+// budget's 750 MiB units and 1.32-1.49 s (127 MiB) with 128 MiB units, user
+// time the same. The ceiling also bounds the chunks of a to-MaxText output
+// to some 20 MiB (a unit's working set is about six times its slice).
+inline constexpr uint64_t kMaxUnitMemory = uint64_t{128} << 20;
 uint64_t UnitMemoryLimit(uint64_t max_memory);
 
 // Writes the box [origin, origin + extent) of MaxText tensor `mt`, given as

@@ -74,6 +74,13 @@ TEST(MemoryBudgetTest, AcquireTakesAtMostTheCapacityAndTracksThePeak) {
   EXPECT_GE(DefaultMaxMemory(), uint64_t{256} << 20);
 }
 
+TEST(MemoryBudgetTest, UnitsGetAnEighthOfTheBudgetBetweenAFloorAndACeiling) {
+  EXPECT_EQ(UnitMemoryLimit(uint64_t{512} << 20), uint64_t{64} << 20);
+  EXPECT_EQ(UnitMemoryLimit(uint64_t{1} << 30), kMaxUnitMemory);
+  EXPECT_EQ(UnitMemoryLimit(uint64_t{64} << 30), kMaxUnitMemory);
+  EXPECT_EQ(UnitMemoryLimit(0), uint64_t{64} << 10);
+}
+
 TEST(MemoryBudgetTest, UnitsReuseTheScratchBuffersOfUnitsBeforeThem) {
   // One thread, so units run one after another: each one's buffer is the
   // memory the one before it let go, not a fresh allocation. Without a
