@@ -12,6 +12,7 @@
 #include <new>
 #include <set>
 #include <system_error>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -515,10 +516,14 @@ Result<DataRef> OcdbtWriter::Append(std::string_view bytes) {
   uint64_t offset = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    // Start a new file when the value would take a non-empty one past the
-    // target size (a larger value gets a file to itself).
-    const uint64_t used = files_.empty() ? 0 : files_.back()->size;
-    if (files_.empty() || (used > 0 && used + bytes.size() > options_.target_data_file_size)) {
+    // Each thread appends to a file of its own: writes to one file take its
+    // inode lock in turn, and threads sharing a file spent their time
+    // waiting for each other's copies into the page cache. Start a new file
+    // when the value would take a non-empty one past the target size (a
+    // larger value gets a file to itself).
+    std::shared_ptr<DataFile>& current = current_[std::this_thread::get_id()];
+    const uint64_t used = current ? current->size : 0;
+    if (!current || (used > 0 && used + bytes.size() > options_.target_data_file_size)) {
       CKB_RETURN_IF_ERROR(CreateDirectories(dir_ / "d"));
       auto next = std::make_shared<DataFile>();
       std::error_code ec;
@@ -526,9 +531,10 @@ Result<DataRef> OcdbtWriter::Append(std::string_view bytes) {
         next->relative_path = "d/" + RandomHex(32);
       } while (fs::exists(dir_ / next->relative_path, ec));
       CKB_ASSIGN_OR_RETURN(next->file, OutputFile::Create(dir_ / next->relative_path));
-      files_.push_back(std::move(next));
+      files_.push_back(next);
+      current = std::move(next);
     }
-    file = files_.back();
+    file = current;
     offset = file->size;
     file->size += bytes.size();
   }

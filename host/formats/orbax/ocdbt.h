@@ -23,6 +23,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "host/base/file.h"
@@ -186,16 +187,18 @@ class OcdbtWriter final : public KvStore {
   };
 
   OcdbtWriter(std::filesystem::path dir, const OcdbtWriteOptions& options);
-  // Reserves `bytes.size()` bytes at the end of the current data file
-  // (starting a new one when needed) under the lock, then writes them
-  // outside it, so values from many threads are written in parallel.
+  // Reserves `bytes.size()` bytes at the end of the calling thread's current
+  // data file (starting a new one when needed) under the lock, then writes
+  // them outside it, so values from many threads are written in parallel.
   Result<ocdbt::DataRef> Append(std::string_view bytes);
 
   std::filesystem::path dir_;
   OcdbtWriteOptions options_;
   ocdbt::Config config_;
   mutable std::mutex mutex_;
-  std::vector<std::shared_ptr<DataFile>> files_;  // guarded by mutex_; last = current
+  std::vector<std::shared_ptr<DataFile>> files_;  // guarded by mutex_, in creation order
+  // Each writing thread's current data file (guarded by mutex_).
+  std::map<std::thread::id, std::shared_ptr<DataFile>> current_;
   std::map<std::string, ocdbt::LeafEntry, std::less<>> entries_;  // guarded by mutex_
   bool finished_ = false;                                         // guarded by mutex_
   ocdbt::BtreeGeneration version_;
