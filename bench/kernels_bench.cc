@@ -4,8 +4,10 @@
 
 #include <cstring>
 #include <numeric>
+#include <string>
 #include <vector>
 
+#include "host/base/checksum.h"
 #include "host/base/memory_budget.h"
 #include "host/base/numeric.h"
 #include "host/engine/cast_audit.h"
@@ -184,6 +186,15 @@ void BM_F32ToF16Audited(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * n * 4);
 }
 BENCHMARK(BM_F32ToF16Audited);
+
+// CRC-32C of what a conversion writes (the resume journal checksums every
+// chunk and tensor piece): 16 MiB, a typical chunk.
+void BM_Crc32c(benchmark::State& state) {
+  const std::string bytes(size_t{16} << 20, '\x5a');
+  for (auto _ : state) benchmark::DoNotOptimize(ComputeCrc32c(bytes.data(), bytes.size()));
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes.size()));
+}
+BENCHMARK(BM_Crc32c);
 
 }  // namespace
 

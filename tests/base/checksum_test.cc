@@ -43,5 +43,27 @@ TEST(Crc32cTest, AnySplitAndAlignmentGivesTheTableDrivenValue) {
   }
 }
 
+TEST(Crc32cTest, LongInputsAcrossTheThreeWayStripesGiveTheTableDrivenValue) {
+  // The SSE4.2 path runs three chains over 3 x 4096-byte stripes and joins
+  // them; lengths around those boundaries, and splits inside them.
+  std::mt19937 rng(11);
+  std::string bytes(3 * 4096 * 3 + 100, '\0');
+  for (char& c : bytes) c = static_cast<char>(rng());
+  for (size_t size : {size_t{12287}, size_t{12288}, size_t{12289}, size_t{12288 + 8}, size_t{24576},
+                      size_t{24576 + 4095}, bytes.size()}) {
+    const std::string part = bytes.substr(0, size);
+    const uint32_t want = Reference(part);
+    EXPECT_EQ(ComputeCrc32c(part.data(), part.size()), want) << size;
+    for (size_t split : {size_t{1}, size_t{4096}, size_t{5000}, size / 2}) {
+      Crc32c crc;
+      crc.Update(part.data(), split);
+      crc.Update(part.data() + split, part.size() - split);
+      ASSERT_EQ(crc.value(), want) << size << " " << split;
+    }
+  }
+  const std::string zeros(3 * 4096 * 2, '\0');
+  EXPECT_EQ(ComputeCrc32c(zeros.data(), zeros.size()), Reference(zeros));
+}
+
 }  // namespace
 }  // namespace ckptbridge
