@@ -26,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -122,9 +123,11 @@ class ShardWriter {
 
  private:
   ShardWriter(const PlannedShard& shard, OutputFile file);
+  Status WriteAt(uint64_t offset, const void* data, size_t num_bytes);
   Status CheckIndex(size_t tensor_index) const;
   const PlannedShard& shard_;
   OutputFile file_;
+  std::mutex write_mutex_;  // one tensor write at a time (WriteAt)
   std::unique_ptr<std::atomic<bool>[]> written_;
   // Bytes written per tensor by WriteTensorPart (whole writes count too).
   std::unique_ptr<std::atomic<uint64_t>[]> bytes_written_;
