@@ -1,56 +1,24 @@
 // The `ckptbridge` command-line tool.
 #include <malloc.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <new>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "host/cli/commands.h"
 
-namespace {
-
-// Large buffers on transparent huge pages. A conversion allocates a few
-// buffers per slice (the slice, its transposed copy, the compressed
-// chunks), and each new 4 KiB page of them costs a page fault: about one
-// fault per page of the model, which in sys time cost more than the
-// transposes (1 GiB llama: 750k faults, 2 s). glibc's `hugetlb=1` tunable
-// asks for huge pages on what malloc maps (madvise), 40-60x fewer faults.
-// glibc reads tunables only at start-up, so the process starts itself again
-// once with the tunable added; GLIBC_TUNABLES that already names it (say
-// glibc.malloc.hugetlb=0) is respected, and if exec fails it goes on as is.
-void ReexecWithHugePageMalloc(char** argv) {
-#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
-  const char* found = std::getenv("GLIBC_TUNABLES");
-  // A copy: setenv below may free what getenv pointed to.
-  const std::optional<std::string> tunables =
-      found != nullptr ? std::optional<std::string>(found) : std::nullopt;
-  if (tunables && tunables->find("glibc.malloc.hugetlb") != std::string::npos) return;
-  const std::string value = tunables && !tunables->empty() ? *tunables + ":glibc.malloc.hugetlb=1"
-                                                           : std::string("glibc.malloc.hugetlb=1");
-  // The binary's own path rather than /proc/self/exe, which would make the
-  // process's name "exe" in ps and top.
-  char self[4096];
-  const ssize_t length = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (length <= 0) return;
-  self[length] = '\0';
-  if (::setenv("GLIBC_TUNABLES", value.c_str(), 1) != 0) return;
-  ::execv(self, argv);
-  ::unsetenv("GLIBC_TUNABLES");  // exec failed: run as we are
-  if (tunables) ::setenv("GLIBC_TUNABLES", tunables->c_str(), 1);
-#else
-  (void)argv;
-#endif
-}
-
-}  // namespace
-
+// Large buffers need no huge pages: the memory budget keeps and reuses them
+// (host/base/memory_budget.h), so a 1 GiB conversion takes some 100k page
+// faults in all, not the 750k of a fresh allocation per slice. Until then
+// ckptbridge restarted itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1;
+// with the buffers kept, that no longer paid: 1 GiB to HF from cold caches
+// took 1.37-1.73 s without it against 1.77-2.03 s with it (6 runs each,
+// alternated); 2 GB either way and to MaxText at both sizes took the same;
+// and the restart itself cost some 20 ms of every command.
 int main(int argc, char** argv) {
-  ReexecWithHugePageMalloc(argv);
 #ifdef __GLIBC__
   // One malloc arena instead of glibc's up to eight per core: each arena
   // reserves 64 MiB of address space (128 MiB while it is being made), which
