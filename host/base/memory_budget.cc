@@ -1,6 +1,7 @@
 #include "host/base/memory_budget.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -14,11 +15,7 @@ uint64_t MemoryBudget::Acquire(uint64_t bytes) {
     for (;;) {
       // Kept buffers give way to work, largest first.
       while (in_use_ + bytes > capacity_ && !kept_.empty()) {
-        auto largest = std::prev(kept_.end());
-        in_use_ -= largest->first;
-        kept_bytes_ -= largest->first;
-        evicted.push_back(std::move(largest->second.buffer));
-        kept_.erase(largest);
+        evicted.push_back(Unkeep(std::prev(kept_.end())));
       }
       if (in_use_ + bytes <= capacity_) break;
       freed_.wait(lock);
@@ -48,10 +45,7 @@ std::string MemoryBudget::TakeKept(size_t size) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto fit = kept_.lower_bound(size);
     if (fit == kept_.end() || fit->first - size > size / 4) return buffer;
-    in_use_ -= fit->first;
-    kept_bytes_ -= fit->first;
-    buffer = std::move(fit->second.buffer);
-    kept_.erase(fit);
+    buffer = Unkeep(fit);
   }
   freed_.notify_all();  // the room it held may be what a waiting unit needs
   return buffer;
@@ -64,18 +58,22 @@ void MemoryBudget::Keep(std::string buffer) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (in_use_ + size > capacity_) return;
   if (kept_.size() >= max_kept_) {
-    auto old = std::min_element(kept_.begin(), kept_.end(), [](const auto& a, const auto& b) {
+    oldest = Unkeep(std::min_element(kept_.begin(), kept_.end(), [](const auto& a, const auto& b) {
       return a.second.age < b.second.age;
-    });
-    in_use_ -= old->first;
-    kept_bytes_ -= old->first;
-    oldest = std::move(old->second.buffer);
-    kept_.erase(old);
+    }));
   }
   in_use_ += size;
   kept_bytes_ += size;
   peak_ = std::max(peak_, in_use_);
   kept_.emplace(size, Kept{keeps_++, std::move(buffer)});
+}
+
+std::string MemoryBudget::Unkeep(std::multimap<size_t, Kept>::iterator kept) {
+  in_use_ -= kept->first;
+  kept_bytes_ -= kept->first;
+  std::string buffer = std::move(kept->second.buffer);
+  kept_.erase(kept);
+  return buffer;
 }
 
 uint64_t MemoryBudget::kept_bytes() const {
@@ -114,6 +112,12 @@ ScratchBuffer& ScratchBuffer::operator=(ScratchBuffer&& other) noexcept {
     swap(other);
   }
   return *this;
+}
+
+void ScratchBuffer::Append(std::string_view bytes) {
+  const size_t start = size_;
+  Resize(start + bytes.size());
+  if (!bytes.empty()) std::memcpy(storage_.data() + start, bytes.data(), bytes.size());
 }
 
 void ScratchBuffer::swap(ScratchBuffer& other) noexcept {

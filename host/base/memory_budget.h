@@ -83,6 +83,8 @@ class MemoryBudget {
   std::condition_variable freed_;
   uint64_t in_use_ = 0;  // taken by units, plus kept_bytes_
   uint64_t peak_ = 0;
+  // Takes a kept buffer out of kept_ and the budget (the lock is held).
+  std::string Unkeep(std::multimap<size_t, Kept>::iterator kept);
   std::multimap<size_t, Kept> kept_;  // by size
   uint64_t kept_bytes_ = 0;
   uint64_t keeps_ = 0;
@@ -122,6 +124,8 @@ class ScratchBuffer {
   // Makes the buffer `size` bytes long. The first min(size, size()) bytes
   // are kept; the rest are unspecified.
   void Resize(size_t size);
+  // Appends `bytes` after the first size() bytes.
+  void Append(std::string_view bytes);
   char* data() { return storage_.data(); }
   const char* data() const { return storage_.data(); }
   size_t size() const { return size_; }

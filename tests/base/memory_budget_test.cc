@@ -109,6 +109,16 @@ TEST(ScratchBufferTest, ResizeKeepsThePrefixAndShrinksWithoutLosingMemory) {
   EXPECT_EQ(buffer.size(), 2 * kMiB);
 }
 
+TEST(ScratchBufferTest, AppendGoesAfterTheCurrentSize) {
+  ScratchBuffer buffer;
+  buffer.Append("");
+  EXPECT_EQ(buffer.size(), 0u);
+  buffer.Append("ab");
+  buffer.Resize(1);
+  buffer.Append("cd");
+  EXPECT_EQ(buffer.view(), "acd");
+}
+
 TEST(ScratchBufferTest, OutsideAnyScopeOrAfterItsBudgetIsGoneItIsSimplyFreed) {
   ScratchBuffer plain(2 * kMiB);  // no scope: an ordinary allocation
   EXPECT_EQ(plain.size(), 2 * kMiB);

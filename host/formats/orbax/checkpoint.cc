@@ -487,6 +487,13 @@ Result<ItemLocation> ResolveItem(const fs::path& path) {
 // ---------------------------------------------------------------------------
 // ArrayReader
 
+Status ArrayReader::ReadStoredChunk(const std::vector<int64_t>& index, char* out) const {
+  const std::string key = name_ + "/" + metadata_.ChunkKey(index);
+  ScratchBuffer value;
+  CKB_RETURN_IF_ERROR(store_->ReadInto(key, value));
+  return DecodeChunk(metadata_, value.view(), store_->Describe(key), out);
+}
+
 Result<std::shared_ptr<const ScratchBuffer>> ArrayReader::Chunk(
     const std::vector<int64_t>& index) const {
   {
@@ -494,13 +501,9 @@ Result<std::shared_ptr<const ScratchBuffer>> ArrayReader::Chunk(
     if (cached_chunk_ && cached_index_ == index) return cached_chunk_;
   }
   const std::string key = name_ + "/" + metadata_.ChunkKey(index);
-  auto chunk = std::make_shared<ScratchBuffer>();
-  ScratchBuffer value;
-  const Status read = store_->ReadInto(key, value);
-  if (read.ok()) {
-    chunk->Resize(metadata_.ChunkBytes());
-    CKB_RETURN_IF_ERROR(DecodeChunk(metadata_, value.view(), store_->Describe(key), chunk->data()));
-  } else if (read.code() == StatusCode::kNotFound) {
+  auto chunk = std::make_shared<ScratchBuffer>(metadata_.ChunkBytes());
+  const Status read = ReadStoredChunk(index, chunk->data());
+  if (read.code() == StatusCode::kNotFound) {
     if (!fill_missing_) {
       return DataLoss(store_->Describe(key) + ": chunk " + ShapeString(index) + " of array '" +
                       name_ +
@@ -510,9 +513,8 @@ Result<std::shared_ptr<const ScratchBuffer>> ArrayReader::Chunk(
     // Never written: reads as the fill value, as in TensorStore.
     CKB_ASSIGN_OR_RETURN(const std::string filled,
                          FillValueChunk(metadata_, store_->Describe(key)));
-    chunk->Resize(filled.size());
     std::memcpy(chunk->data(), filled.data(), filled.size());
-  } else {
+  } else if (!read.ok()) {
     return read;
   }
   std::lock_guard<std::mutex> lock(cache_mutex_);
@@ -567,12 +569,7 @@ Status ArrayReader::ReadRegion(const std::vector<int64_t>& origin, const Shape& 
   if (span->first == span->last && shape == chunk_shape) {
     // Exactly one stored chunk (a layer of a scanned array, say): decoded
     // straight into `out`, with no chunk buffer or copy between.
-    const std::string key = name_ + "/" + metadata_.ChunkKey(span->first);
-    ScratchBuffer value;
-    const Status read = store_->ReadInto(key, value);
-    if (read.ok()) {
-      return DecodeChunk(metadata_, value.view(), store_->Describe(key), static_cast<char*>(out));
-    }
+    const Status read = ReadStoredChunk(span->first, static_cast<char*>(out));
     if (read.code() != StatusCode::kNotFound) return read;
     // Missing: the general path below says what that means.
   }

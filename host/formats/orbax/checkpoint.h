@@ -115,6 +115,9 @@ class ArrayReader {
   void Prefetch(const std::vector<int64_t>& origin, const Shape& shape) const;
 
  private:
+  // Reads and decodes stored chunk `index` into its ChunkBytes() at `out`;
+  // the store's NotFound when it was never written.
+  Status ReadStoredChunk(const std::vector<int64_t>& index, char* out) const;
   Result<std::shared_ptr<const ScratchBuffer>> Chunk(const std::vector<int64_t>& index) const;
   // The chunk indices a region touches, [first, last] on every axis, walked
   // in C order by Next (false past the last); nullopt for an empty region.

@@ -1,6 +1,5 @@
 #include "host/formats/orbax/kvstore.h"
 
-#include <cstring>
 #include <system_error>
 
 #include "host/base/file.h"
@@ -60,8 +59,8 @@ Result<std::string> FileKvStore::Read(std::string_view key) const {
 
 Status KvStore::ReadInto(std::string_view key, ScratchBuffer& out) const {
   CKB_ASSIGN_OR_RETURN(const std::string value, Read(key));
-  out.Resize(value.size());
-  if (!value.empty()) std::memcpy(out.data(), value.data(), value.size());
+  out.Resize(0);
+  out.Append(value);
   return Status::Ok();
 }
 

@@ -386,35 +386,37 @@ Status OcdbtReader::LoadTree() {
                        std::to_string(latest.generation) + ")");
 }
 
-Result<std::string> OcdbtReader::Read(std::string_view key) const {
-  auto it = values_.find(key);
-  if (it == values_.end()) {
-    return NotFound(dir_.string() + ": no key " + Quoted(key) + " in the OCDBT database");
-  }
-  const Value& value = it->second;
-  if (!value.out_of_line) return value.data;
-  CKB_RETURN_IF_ERROR(CheckNoSymlinkEscape(dir_ / value.data, dir_));
-  return ReadRange(dir_ / value.data, value.offset, value.length,
-                   "value of OCDBT key " + Quoted(key));
-}
-
-Status OcdbtReader::ReadInto(std::string_view key, ScratchBuffer& out) const {
+Status OcdbtReader::ReadValue(std::string_view key,
+                              const std::function<char*(size_t)>& allocate) const {
   auto it = values_.find(key);
   if (it == values_.end()) {
     return NotFound(dir_.string() + ": no key " + Quoted(key) + " in the OCDBT database");
   }
   const Value& value = it->second;
   if (!value.out_of_line) {
-    out.Resize(value.data.size());
-    if (!value.data.empty()) std::memcpy(out.data(), value.data.data(), value.data.size());
+    char* out = allocate(value.data.size());
+    if (!value.data.empty()) std::memcpy(out, value.data.data(), value.data.size());
     return Status::Ok();
   }
   CKB_RETURN_IF_ERROR(CheckNoSymlinkEscape(dir_ / value.data, dir_));
   return ReadRangeInto(dir_ / value.data, value.offset, value.length,
-                       "value of OCDBT key " + Quoted(key), [&](size_t n) {
-                         out.Resize(n);
-                         return out.data();
-                       });
+                       "value of OCDBT key " + Quoted(key), allocate);
+}
+
+Result<std::string> OcdbtReader::Read(std::string_view key) const {
+  std::string out;
+  CKB_RETURN_IF_ERROR(ReadValue(key, [&](size_t n) {
+    out.resize(n);
+    return out.data();
+  }));
+  return out;
+}
+
+Status OcdbtReader::ReadInto(std::string_view key, ScratchBuffer& out) const {
+  return ReadValue(key, [&](size_t n) {
+    out.Resize(n);
+    return out.data();
+  });
 }
 
 void OcdbtReader::Prefetch(std::string_view key) const {

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -98,6 +99,9 @@ class OcdbtReader final : public KvStore {
   size_t num_nodes() const { return num_nodes_; }
 
  private:
+  // Read and ReadInto: the value at `key` into the bytes `allocate(size)`
+  // returns.
+  Status ReadValue(std::string_view key, const std::function<char*(size_t)>& allocate) const;
   struct Value {
     bool out_of_line = false;
     std::string data;  // inline value, or the data file path below dir_

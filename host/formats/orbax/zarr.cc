@@ -807,12 +807,11 @@ Status EncodeChunk(const ArrayMetadata& metadata, std::string_view chunk_bytes,
   }
   // Appends one encoded (inner) chunk to `out`.
   auto encode_one = [&](std::string_view bytes) -> Status {
-    const size_t start = out.size();
     if (!metadata.zstd) {
-      out.Resize(start + bytes.size());
-      if (!bytes.empty()) std::memcpy(out.data() + start, bytes.data(), bytes.size());
+      out.Append(bytes);
       return Status::Ok();
     }
+    const size_t start = out.size();
     out.Resize(start + ZSTD_compressBound(bytes.size()));
     CKB_ASSIGN_OR_RETURN(const size_t n,
                          ZstdCompressInto(bytes, metadata.zstd_level, out.data() + start,
@@ -854,9 +853,7 @@ Status EncodeChunk(const ArrayMetadata& metadata, std::string_view chunk_bytes,
   }
   if (metadata.index_crc32c) PutU32(index, ComputeCrc32c(index.data(), index.size()));
   if (metadata.index_at_end) {
-    const size_t start = out.size();
-    out.Resize(start + index.size());
-    std::memcpy(out.data() + start, index.data(), index.size());
+    out.Append(index);
   } else {
     std::memcpy(out.data(), index.data(), index.size());
   }
