@@ -131,7 +131,7 @@ uint64_t MaxMemoryOrDefault(uint64_t max_memory);
 //
 // The ceiling: a larger budget buys no speed, only memory new to the process
 // for each larger slice, which the kernel must zero. On the reference machine
-// a 1 GiB llama took 1.44-2.22 s (peak 282-290 MiB) to MaxText with a 6 GiB
+// a 1 GiB bf16 checkpoint took 1.44-2.22 s (peak 282-290 MiB) to MaxText with a 6 GiB
 // budget's 750 MiB units and 1.32-1.49 s (127 MiB) with 128 MiB units, user
 // time the same. The ceiling also bounds the chunks of a to-MaxText output
 // to some 20 MiB (a unit's working set is about six times its slice).
