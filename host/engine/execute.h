@@ -133,9 +133,15 @@ uint64_t MaxMemoryOrDefault(uint64_t max_memory);
 // for each larger slice, which the kernel must zero. On the reference machine
 // a 1 GiB bf16 checkpoint took 1.44-2.22 s (peak 282-290 MiB) to MaxText with a 6 GiB
 // budget's 750 MiB units and 1.32-1.49 s (127 MiB) with 128 MiB units, user
-// time the same. The ceiling also bounds the chunks of a to-MaxText output
-// to some 20 MiB (a unit's working set is about six times its slice).
-inline constexpr uint64_t kMaxUnitMemory = uint64_t{128} << 20;
+// time the same. Halving it again to 64 MiB kept the time (4 GB, alternated:
+// to MaxText 4.9-5.5 s either way, to HF 8.4-9.3 s) and made peak memory
+// flat: two threads that happen to hold the two largest slices at once (the
+// lm_head row blocks, which on a small model are half the units) added up to
+// 60 MiB at 128 MiB, so peaks to HF ranged 151-223 MiB over 0.5-4 GB, and
+// 104-128 MiB at 64 MiB. At 32 MiB the smaller chunks cost time to HF. The
+// ceiling also bounds the chunks of a to-MaxText output to some 10 MiB (a
+// unit's working set is about six times its slice).
+inline constexpr uint64_t kMaxUnitMemory = uint64_t{64} << 20;
 uint64_t UnitMemoryLimit(uint64_t max_memory);
 
 // Writes the box [origin, origin + extent) of MaxText tensor `mt`, given as

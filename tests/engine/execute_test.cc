@@ -75,7 +75,9 @@ TEST(MemoryBudgetTest, AcquireTakesAtMostTheCapacityAndTracksThePeak) {
 }
 
 TEST(MemoryBudgetTest, UnitsGetAnEighthOfTheBudgetBetweenAFloorAndACeiling) {
-  EXPECT_EQ(UnitMemoryLimit(uint64_t{512} << 20), uint64_t{64} << 20);
+  EXPECT_EQ(UnitMemoryLimit(uint64_t{256} << 20), uint64_t{32} << 20);
+  EXPECT_EQ(kMaxUnitMemory, uint64_t{64} << 20);
+  EXPECT_EQ(UnitMemoryLimit(uint64_t{512} << 20), kMaxUnitMemory);
   EXPECT_EQ(UnitMemoryLimit(uint64_t{1} << 30), kMaxUnitMemory);
   EXPECT_EQ(UnitMemoryLimit(uint64_t{64} << 30), kMaxUnitMemory);
   EXPECT_EQ(UnitMemoryLimit(0), uint64_t{64} << 10);
