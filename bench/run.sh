@@ -3,13 +3,16 @@
 # measured against `cp -r` of the same source (see bench/README.md).
 #
 #   bench/run.sh [--sizes "0.5 1 2 4"] [--large] [--family F] [--max-memory SIZE]
-#                [--dir DIR] [--keep] [--build DIR]
+#                [--repeat N] [--dir DIR] [--keep] [--build DIR]
 #
 # For each size (decimal GB of source tensors): generates a synthetic HF
 # checkpoint once, then times, with caches equalised the same way before each
 # step, `cp -r` of the source (the floor), `convert --to maxtext` with default
 # flags, and `convert --to hf` of that output; prints wall time, ratio to cp,
-# peak RSS and GB/s per size, and a linear fit of time against size.
+# peak RSS and GB/s per size, and a linear fit of time against size. With
+# --repeat N, the three steps run N times in turn and each cell is the median
+# wall time (peak RSS: the highest), so that one noisy step does not decide
+# a row.
 set -euo pipefail
 
 usage() {
@@ -19,6 +22,9 @@ usage: bench/run.sh [options]
   --large            add 8 GB to the list
   --family F         llama (default), mixtral, qwen3moe, deepseek (FP8), gptoss (MXFP4)
   --max-memory SIZE  passed to both conversions (when this ckptbridge has the flag)
+  --repeat N         run cp and both conversions N times in turn per size; the
+                     table shows the median wall time and the highest peak RSS
+                     (default 1)
   --dir DIR          where the work folder is made (default ${TMPDIR:-/tmp})
   --keep             keep the work folder (sources and outputs) instead of removing it
   --build DIR        build folder with bin/ckptbridge and bin/synth_checkpoint
@@ -31,6 +37,7 @@ sizes="0.5 1 2 4"
 large=0
 family=llama
 max_memory=""
+repeat=1
 parent="${TMPDIR:-/tmp}"
 keep=0
 build="$repo/build/release"
@@ -47,6 +54,7 @@ while [ $# -gt 0 ]; do
     --large) large=1; shift ;;
     --family) need_value "$@"; family="$2"; shift 2 ;;
     --max-memory) need_value "$@"; max_memory="$2"; shift 2 ;;
+    --repeat) need_value "$@"; repeat="$2"; shift 2 ;;
     --dir) need_value "$@"; parent="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     --build) need_value "$@"; build="$2"; shift 2 ;;
@@ -58,6 +66,7 @@ done
 for s in $sizes; do
   [[ "$s" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--sizes: '$s' is not a number of GB"
 done
+[[ "$repeat" =~ ^[1-9][0-9]*$ ]] || die "--repeat: '$repeat' is not a positive whole number"
 case "$family" in
   llama | mixtral | qwen3moe) expand=1 ;;   # bf16 in, bf16 out
   deepseek) expand=2 ;;                     # FP8 in, bf16 out
@@ -193,6 +202,10 @@ run_timed() {
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
+# The median of the arguments (the mean of the middle two for an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+  print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
 echo "ckptbridge bench: family $family, sizes $sizes GB"
 echo "  binary      $ckb"
@@ -200,6 +213,7 @@ echo "  machine     $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 
 echo "  work dir    $work ($(df -h --output=source,fstype "$work" | tail -1 | tr -s ' '))"
 echo "  caches      $cache_note"
 echo "  max-memory  $mm_note"
+echo "  repeat      $repeat (the table: median wall time, highest peak RSS)"
 echo "  cp step     cp -r SRC DST && sync -f DST (convert syncs its output before renaming it into place)"
 echo
 
@@ -211,29 +225,42 @@ for s in $sizes; do
   src_bytes=$(du -sb "$src" | cut -f1)
   echo "  generated in $(($(date +%s) - t0)) s"
 
-  prepare "$src"
-  l=$(load)
-  run_timed "cp-$s" sh -c 'cp -r "$1" "$2" && sync -f "$2"' sh "$src" "$work/cp-$s"
-  cp_wall=$wall cp_rss=$rss
-  printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s\n' \
-    cp "$wall" "$user" "$sys" "$(mib "$rss")" "$l"
-  rm -rf "$work/cp-$s"
+  cp_walls=() mt_walls=() hf_walls=() cp_rss=0 mt_rss=0 hf_rss=0
+  for ((r = 1; r <= repeat; r++)); do
+    tag=""
+    [ "$repeat" -gt 1 ] && tag=" ($r/$repeat)"
 
-  prepare "$src"
-  l=$(load)
-  run_timed "to-maxtext-$s" "$ckb" convert --to maxtext "${mm_args[@]}" "$src" "$work/mt-$s"
-  mt_wall=$wall mt_rss=$rss
-  mt_bytes=$(du -sb "$work/mt-$s" | cut -f1)
-  printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s  out %.2f GB\n' \
-    to-maxtext "$wall" "$user" "$sys" "$(mib "$rss")" "$l" "$(awk -v b="$mt_bytes" 'BEGIN { print b / 1e9 }')"
+    prepare "$src"
+    l=$(load)
+    run_timed "cp-$s-$r" sh -c 'cp -r "$1" "$2" && sync -f "$2"' sh "$src" "$work/cp-$s"
+    cp_walls+=("$wall") cp_rss=$(max "$cp_rss" "$rss")
+    printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s%s\n' \
+      cp "$wall" "$user" "$sys" "$(mib "$rss")" "$l" "$tag"
+    rm -rf "$work/cp-$s"
 
-  prepare "$work/mt-$s"
-  l=$(load)
-  run_timed "to-hf-$s" "$ckb" convert --to hf "${mm_args[@]}" "$work/mt-$s/0/items" "$work/hf-$s"
-  hf_wall=$wall hf_rss=$rss
-  hf_bytes=$(du -sb "$work/hf-$s" | cut -f1)
-  printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s  out %.2f GB\n' \
-    to-hf "$wall" "$user" "$sys" "$(mib "$rss")" "$l" "$(awk -v b="$hf_bytes" 'BEGIN { print b / 1e9 }')"
+    rm -rf "$work/mt-$s"
+    prepare "$src"
+    l=$(load)
+    run_timed "to-maxtext-$s-$r" "$ckb" convert --to maxtext "${mm_args[@]}" "$src" "$work/mt-$s"
+    mt_walls+=("$wall") mt_rss=$(max "$mt_rss" "$rss")
+    mt_bytes=$(du -sb "$work/mt-$s" | cut -f1)
+    printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s  out %.2f GB%s\n' \
+      to-maxtext "$wall" "$user" "$sys" "$(mib "$rss")" "$l" \
+      "$(awk -v b="$mt_bytes" 'BEGIN { print b / 1e9 }')" "$tag"
+
+    rm -rf "$work/hf-$s"
+    prepare "$work/mt-$s"
+    l=$(load)
+    run_timed "to-hf-$s-$r" "$ckb" convert --to hf "${mm_args[@]}" "$work/mt-$s/0/items" "$work/hf-$s"
+    hf_walls+=("$wall") hf_rss=$(max "$hf_rss" "$rss")
+    hf_bytes=$(du -sb "$work/hf-$s" | cut -f1)
+    printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s  out %.2f GB%s\n' \
+      to-hf "$wall" "$user" "$sys" "$(mib "$rss")" "$l" \
+      "$(awk -v b="$hf_bytes" 'BEGIN { print b / 1e9 }')" "$tag"
+  done
+  cp_wall=$(median "${cp_walls[@]}") mt_wall=$(median "${mt_walls[@]}") hf_wall=$(median "${hf_walls[@]}")
+  [ "$repeat" -gt 1 ] && printf '  median      cp %.2f s, to-maxtext %.2f s, to-hf %.2f s\n' \
+    "$cp_wall" "$mt_wall" "$hf_wall"
   echo
 
   rows+=("$s $src_bytes $cp_wall $mt_wall $hf_wall $cp_rss $mt_rss $hf_rss")
