@@ -489,6 +489,13 @@ Result<ItemLocation> ResolveItem(const fs::path& path) {
 
 Status ArrayReader::ReadStoredChunk(const std::vector<int64_t>& index, char* out) const {
   const std::string key = name_ + "/" + metadata_.ChunkKey(index);
+  if (const std::optional<MappedRegion> mapped = store_->Map(key)) {
+    // Decoded from the page cache: no copy of the stored bytes, and no
+    // buffer to hold them.
+    return DecodeChunk(
+        metadata_, std::string_view(reinterpret_cast<const char*>(mapped->data()), mapped->size()),
+        store_->Describe(key), out);
+  }
   ScratchBuffer value;
   CKB_RETURN_IF_ERROR(store_->ReadInto(key, value));
   return DecodeChunk(metadata_, value.view(), store_->Describe(key), out);

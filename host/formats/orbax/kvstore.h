@@ -13,9 +13,11 @@
 #define CKPTBRIDGE_HOST_FORMATS_ORBAX_KVSTORE_H_
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "host/base/file.h"
 #include "host/base/memory_budget.h"
 #include "host/base/status.h"
 
@@ -33,6 +35,18 @@ class KvStore {
   // The same into `out`, a buffer reused from one value to the next
   // (base/memory_budget.h). By default a copy of Read's.
   virtual Status ReadInto(std::string_view key, ScratchBuffer& out) const;
+  // The value at `key` as a read-only mapping of the file that holds it,
+  // when the value is a range of one file that can be mapped (an OCDBT value
+  // stored out of line); std::nullopt otherwise, or when anything about it
+  // is wrong: ReadInto then reads the value or says what is wrong. Decoding
+  // straight from the page cache spares copying the value into a buffer
+  // first. The file's size is checked when it is mapped; a file truncated
+  // while its mapping is read ends the process with SIGBUS, as for mapped
+  // safetensors shards. By default std::nullopt.
+  virtual std::optional<MappedRegion> Map(std::string_view key) const {
+    (void)key;
+    return std::nullopt;
+  }
   // Whether `key` holds a value.
   virtual Result<bool> Contains(std::string_view key) const = 0;
   // Stores `value` at `key`, replacing any previous value. Safe to call from

@@ -419,6 +419,23 @@ Status OcdbtReader::ReadInto(std::string_view key, ScratchBuffer& out) const {
   });
 }
 
+std::optional<MappedRegion> OcdbtReader::Map(std::string_view key) const {
+  auto it = values_.find(key);
+  if (it == values_.end() || !it->second.out_of_line || it->second.length == 0) {
+    return std::nullopt;
+  }
+  const Value& value = it->second;
+  const fs::path path = dir_ / value.data;
+  if (!CheckNoSymlinkEscape(path, dir_).ok()) return std::nullopt;
+  Result<ReadOnlyFile> file = ReadOnlyFile::Open(path);
+  if (!file.ok() || value.offset > file->size() || value.length > file->size() - value.offset) {
+    return std::nullopt;
+  }
+  Result<MappedRegion> region = file->Map(value.offset, value.length);
+  if (!region.ok()) return std::nullopt;
+  return std::move(*region);
+}
+
 void OcdbtReader::Prefetch(std::string_view key) const {
   auto it = values_.find(key);
   if (it == values_.end() || !it->second.out_of_line) return;

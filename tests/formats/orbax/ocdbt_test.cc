@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -684,6 +685,17 @@ TEST(OcdbtWriterTest, InlineAndOutOfLineValuesRoundTrip) {
   EXPECT_EQ(db->StoredBytes("x/"), 2u + 1024 + 1025);
   EXPECT_THAT(db->Describe("x/1"),
               HasSubstr("OCDBT key 'x/1' (" + (dir / data_file).string() + " at ["));
+  // Values stored out of line can be decoded where they lie; the others not.
+  for (const char* key : {"x/1", "y/c/0"}) {
+    const std::optional<MappedRegion> mapped = db->Map(key);
+    ASSERT_TRUE(mapped.has_value()) << key;
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(mapped->data()), mapped->size()),
+              ValueOrFail(db->Read(key)))
+        << key;
+  }
+  EXPECT_FALSE(db->Map("x/0").has_value());    // inline
+  EXPECT_FALSE(db->Map("empty").has_value());  // inline, and empty
+  EXPECT_FALSE(db->Map("nope").has_value());   // no such key
 
   // The manifest Orbax would write: its config, one version, statistics.
   const Manifest& manifest = db->manifest();
@@ -1026,6 +1038,18 @@ TEST_F(OcdbtCorruptionTest, ValueOffsetPastTheEndOfItsFile) {
               StartsWith(data_file_.string() + ": value of OCDBT key "
                                                "'a/c/0' at [1099511627776, "
                                                "+2000) lies past the end"));
+}
+
+TEST_F(OcdbtCorruptionTest, DataFileTruncatedAfterOpeningIsNotMappedAndReadsAsDataLoss) {
+  std::unique_ptr<OcdbtReader> db = OpenOrFail(dir_.path());
+  ASSERT_NE(db, nullptr);
+  ASSERT_TRUE(db->Map("a/c/0").has_value());
+  fs::resize_file(data_file_, 100);  // the value was 5000 bytes at its start
+  EXPECT_FALSE(db->Map("a/c/0").has_value());
+  ScratchBuffer value;
+  const Status read = db->ReadInto("a/c/0", value);
+  EXPECT_EQ(read.code(), StatusCode::kDataLoss);
+  EXPECT_THAT(read.message(), HasSubstr("lies past the end of the 100-byte file"));
 }
 
 TEST_F(OcdbtCorruptionTest, PathsThatLeaveTheDatabaseAreRefused) {
