@@ -31,10 +31,12 @@ std::string RandomBytes(size_t n, uint32_t seed) {
   return bytes;
 }
 
-TEST(ReceiptHashTest, FileHashMatchesOneShotHashAcrossBufferBoundaries) {
+TEST(ReceiptHashTest, FileHashMatchesOneShotHashAcrossWindowBoundaries) {
   testing::TempDir tmp;
-  // Empty, smaller than the 1 MiB buffer, exactly one buffer, several and a tail.
-  for (size_t size : {size_t{0}, size_t{1000}, size_t{1} << 20, (size_t{7} << 19) + 13}) {
+  // Empty, smaller than the 4 MiB window, exactly one window, one byte past
+  // it, and several with a tail.
+  for (size_t size :
+       {size_t{0}, size_t{1000}, size_t{4} << 20, (size_t{4} << 20) + 1, (size_t{21} << 19) + 13}) {
     const std::string bytes = RandomBytes(size, static_cast<uint32_t>(size));
     const fs::path path = tmp / ("f" + std::to_string(size));
     ASSERT_TRUE(WriteFile(path, bytes).ok());
@@ -52,6 +54,14 @@ TEST(ReceiptHashTest, MissingFileIsAnErrorNamingIt) {
   Result<std::string> hash = HashFile(tmp / "gone.safetensors");
   ASSERT_FALSE(hash.ok());
   EXPECT_THAT(hash.status().message(), HasSubstr("gone.safetensors"));
+}
+
+TEST(ReceiptHashTest, DirectoryIsAnErrorNamingIt) {
+  testing::TempDir tmp;
+  fs::create_directories(tmp / "shard.safetensors");
+  Result<std::string> hash = HashFile(tmp / "shard.safetensors");
+  ASSERT_FALSE(hash.ok());
+  EXPECT_THAT(hash.status().message(), HasSubstr("shard.safetensors: not a regular file"));
 }
 
 TEST(ReceiptHashTest, StoppedHashingIsCancelled) {
