@@ -1,7 +1,5 @@
 #include "host/engine/receipt.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>

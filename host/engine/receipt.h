@@ -86,8 +86,10 @@ inline constexpr size_t kMaxEmbeddedFiles = 256;
 std::string Xxh3Hex(const void* data, size_t size);
 
 // The XXH3-128 of a file's bytes as 32 lowercase hex digits (the same as
-// Xxh3Hex of the whole content), read in 1 MiB pieces. `stopped`, when given
-// and true between two pieces, abandons the read (Cancelled).
+// Xxh3Hex of the whole content), hashed through 4 MiB mapped windows of the
+// file as it was when opened. `stopped`, when given and true between two
+// windows, abandons the hashing (Cancelled). A directory or other
+// non-regular file is InvalidArgument.
 Result<std::string> HashFile(const std::filesystem::path& path,
                              const std::function<bool()>& stopped = {});
 
