@@ -207,6 +207,16 @@ max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
   print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
+# One step's line: its name, then what run_timed measured, the load when it
+# started ($l), the size of its output folder $2 (none for ""), and which
+# repetition it was ($tag).
+report() {
+  local out=""
+  [ -n "$2" ] && out=$(du -sb "$2" | awk '{ printf "  out %.2f GB", $1 / 1e9 }')
+  printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s%s%s\n' \
+    "$1" "$wall" "$user" "$sys" "$(mib "$rss")" "$l" "$out" "$tag"
+}
+
 echo "ckptbridge bench: family $family, sizes $sizes GB"
 echo "  binary      $ckb"
 echo "  machine     $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr), load $(load)"
@@ -234,8 +244,7 @@ for s in $sizes; do
     l=$(load)
     run_timed "cp-$s-$r" sh -c 'cp -r "$1" "$2" && sync -f "$2"' sh "$src" "$work/cp-$s"
     cp_walls+=("$wall") cp_rss=$(max "$cp_rss" "$rss")
-    printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s%s\n' \
-      cp "$wall" "$user" "$sys" "$(mib "$rss")" "$l" "$tag"
+    report cp ""
     rm -rf "$work/cp-$s"
 
     rm -rf "$work/mt-$s"
@@ -243,20 +252,14 @@ for s in $sizes; do
     l=$(load)
     run_timed "to-maxtext-$s-$r" "$ckb" convert --to maxtext "${mm_args[@]}" "$src" "$work/mt-$s"
     mt_walls+=("$wall") mt_rss=$(max "$mt_rss" "$rss")
-    mt_bytes=$(du -sb "$work/mt-$s" | cut -f1)
-    printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s  out %.2f GB%s\n' \
-      to-maxtext "$wall" "$user" "$sys" "$(mib "$rss")" "$l" \
-      "$(awk -v b="$mt_bytes" 'BEGIN { print b / 1e9 }')" "$tag"
+    report to-maxtext "$work/mt-$s"
 
     rm -rf "$work/hf-$s"
     prepare "$work/mt-$s"
     l=$(load)
     run_timed "to-hf-$s-$r" "$ckb" convert --to hf "${mm_args[@]}" "$work/mt-$s/0/items" "$work/hf-$s"
     hf_walls+=("$wall") hf_rss=$(max "$hf_rss" "$rss")
-    hf_bytes=$(du -sb "$work/hf-$s" | cut -f1)
-    printf '  %-11s %8.2f s  user %6.2f s  sys %6.2f s  peak RSS %6s MiB  load %s  out %.2f GB%s\n' \
-      to-hf "$wall" "$user" "$sys" "$(mib "$rss")" "$l" \
-      "$(awk -v b="$hf_bytes" 'BEGIN { print b / 1e9 }')" "$tag"
+    report to-hf "$work/hf-$s"
   done
   cp_wall=$(median "${cp_walls[@]}") mt_wall=$(median "${mt_walls[@]}") hf_wall=$(median "${hf_walls[@]}")
   [ "$repeat" -gt 1 ] && printf '  median      cp %.2f s, to-maxtext %.2f s, to-hf %.2f s\n' \
