@@ -420,18 +420,14 @@ Status OcdbtReader::ReadInto(std::string_view key, ScratchBuffer& out) const {
 }
 
 std::optional<MappedRegion> OcdbtReader::Map(std::string_view key) const {
-  auto it = values_.find(key);
-  if (it == values_.end() || !it->second.out_of_line || it->second.length == 0) {
-    return std::nullopt;
-  }
-  const Value& value = it->second;
-  const fs::path path = dir_ / value.data;
-  if (!CheckNoSymlinkEscape(path, dir_).ok()) return std::nullopt;
-  Result<ReadOnlyFile> file = ReadOnlyFile::Open(path);
-  if (!file.ok() || value.offset > file->size() || value.length > file->size() - value.offset) {
-    return std::nullopt;
-  }
-  Result<MappedRegion> region = file->Map(value.offset, value.length);
+  const Result<ValueLocation> at = Locate(key);
+  if (!at.ok() || !at->out_of_line || at->size == 0) return std::nullopt;
+  if (!CheckNoSymlinkEscape(at->file, dir_).ok()) return std::nullopt;
+  // A range past the end of the file fails to map, like a missing file to
+  // open; ReadInto says which.
+  Result<ReadOnlyFile> file = ReadOnlyFile::Open(at->file);
+  if (!file.ok()) return std::nullopt;
+  Result<MappedRegion> region = file->Map(at->offset, at->size);
   if (!region.ok()) return std::nullopt;
   return std::move(*region);
 }
