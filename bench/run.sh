@@ -217,6 +217,19 @@ report() {
     "$1" "$wall" "$user" "$sys" "$(mib "$rss")" "$l" "$out" "$tag"
 }
 
+# One timed conversion of size $s, repetition $r: $1 the step's name, $2 its
+# input folder (prepared first), $3 the SOURCE argument, $4 the destination
+# (removed first); the rest are convert's flags (--max-memory is added).
+convert_step() {
+  local name=$1 input=$2 from=$3 out=$4
+  shift 4
+  rm -rf "$out"
+  prepare "$input"
+  l=$(load)
+  run_timed "$name-$s-$r" "$ckb" convert "$@" "${mm_args[@]}" "$from" "$out"
+  report "$name" "$out"
+}
+
 echo "ckptbridge bench: family $family, sizes $sizes GB"
 echo "  binary      $ckb"
 echo "  machine     $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr), load $(load)"
@@ -247,19 +260,11 @@ for s in $sizes; do
     report cp ""
     rm -rf "$work/cp-$s"
 
-    rm -rf "$work/mt-$s"
-    prepare "$src"
-    l=$(load)
-    run_timed "to-maxtext-$s-$r" "$ckb" convert --to maxtext "${mm_args[@]}" "$src" "$work/mt-$s"
+    convert_step to-maxtext "$src" "$src" "$work/mt-$s" --to maxtext
     mt_walls+=("$wall") mt_rss=$(max "$mt_rss" "$rss")
-    report to-maxtext "$work/mt-$s"
 
-    rm -rf "$work/hf-$s"
-    prepare "$work/mt-$s"
-    l=$(load)
-    run_timed "to-hf-$s-$r" "$ckb" convert --to hf "${mm_args[@]}" "$work/mt-$s/0/items" "$work/hf-$s"
+    convert_step to-hf "$work/mt-$s" "$work/mt-$s/0/items" "$work/hf-$s" --to hf
     hf_walls+=("$wall") hf_rss=$(max "$hf_rss" "$rss")
-    report to-hf "$work/hf-$s"
   done
   cp_wall=$(median "${cp_walls[@]}") mt_wall=$(median "${mt_walls[@]}") hf_wall=$(median "${hf_walls[@]}")
   [ "$repeat" -gt 1 ] && printf '  median      cp %.2f s, to-maxtext %.2f s, to-hf %.2f s\n' \
