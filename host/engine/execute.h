@@ -136,7 +136,7 @@ uint64_t MaxMemoryOrDefault(uint64_t max_memory);
 // time the same. Halving it again to 64 MiB kept the time (4 GB, alternated:
 // to MaxText 4.9-5.5 s either way, to HF 8.4-9.3 s) and made peak memory
 // flat: two threads that happen to hold the two largest slices at once (the
-// lm_head row blocks, which on a small model are half the units) added up to
+// vocabulary-sized row blocks, half the units of a small model) added up to
 // 60 MiB at 128 MiB, so peaks to HF ranged 151-223 MiB over 0.5-4 GB, and
 // 104-128 MiB at 64 MiB. At 32 MiB the smaller chunks cost time to HF. The
 // ceiling also bounds the chunks of a to-MaxText output to some 10 MiB (a
