@@ -489,7 +489,8 @@ Result<ItemLocation> ResolveItem(const fs::path& path) {
 
 Status ArrayReader::ReadStoredChunk(const std::vector<int64_t>& index, char* out) const {
   const std::string key = name_ + "/" + metadata_.ChunkKey(index);
-  if (const std::optional<MappedRegion> mapped = store_->Map(key)) {
+  CKB_ASSIGN_OR_RETURN(const std::optional<MappedRegion> mapped, store_->Map(key));
+  if (mapped) {
     // Decoded from the page cache: no copy of the stored bytes, and no
     // buffer to hold them.
     return DecodeChunk(

@@ -37,15 +37,17 @@ class KvStore {
   virtual Status ReadInto(std::string_view key, ScratchBuffer& out) const;
   // The value at `key` as a read-only mapping of the file that holds it,
   // when the value is a range of one file that can be mapped (an OCDBT value
-  // stored out of line); std::nullopt otherwise, or when anything about it
-  // is wrong: ReadInto then reads the value or says what is wrong. Decoding
+  // stored out of line); std::nullopt otherwise, or when anything about the
+  // value is wrong: ReadInto then reads the value or says what is wrong.
+  // Running out of address space (ulimit -v) is an error (ResourceExhausted):
+  // reading into a buffer instead would only fail less clearly. Decoding
   // straight from the page cache spares copying the value into a buffer
   // first. The file's size is checked when it is mapped; a file truncated
   // while its mapping is read ends the process with SIGBUS, as for mapped
   // safetensors shards. By default std::nullopt.
-  virtual std::optional<MappedRegion> Map(std::string_view key) const {
+  virtual Result<std::optional<MappedRegion>> Map(std::string_view key) const {
     (void)key;
-    return std::nullopt;
+    return std::optional<MappedRegion>();
   }
   // Whether `key` holds a value.
   virtual Result<bool> Contains(std::string_view key) const = 0;

@@ -147,8 +147,8 @@ Status ReadRangeInto(const fs::path& path, uint64_t offset, uint64_t length, std
   try {
     out = allocate(static_cast<size_t>(length));
   } catch (const std::bad_alloc&) {
-    return ResourceExhausted(path.string() + ": cannot allocate " + std::to_string(length) +
-                             " bytes for " + std::string(what));
+    return ResourceExhausted(path.string() + ": out of memory: cannot allocate " +
+                             std::to_string(length) + " bytes for " + std::string(what));
   }
   uint64_t done = 0;
   while (done < length) {
@@ -419,17 +419,20 @@ Status OcdbtReader::ReadInto(std::string_view key, ScratchBuffer& out) const {
   });
 }
 
-std::optional<MappedRegion> OcdbtReader::Map(std::string_view key) const {
+Result<std::optional<MappedRegion>> OcdbtReader::Map(std::string_view key) const {
+  auto none = [] { return std::optional<MappedRegion>(); };
   const Result<ValueLocation> at = Locate(key);
-  if (!at.ok() || !at->out_of_line || at->size == 0) return std::nullopt;
-  if (!CheckNoSymlinkEscape(at->file, dir_).ok()) return std::nullopt;
+  if (!at.ok() || !at->out_of_line || at->size == 0) return none();
+  if (!CheckNoSymlinkEscape(at->file, dir_).ok()) return none();
   // A range past the end of the file fails to map, like a missing file to
   // open; ReadInto says which.
   Result<ReadOnlyFile> file = ReadOnlyFile::Open(at->file);
-  if (!file.ok()) return std::nullopt;
-  Result<MappedRegion> region = file->Map(at->offset, at->size);
-  if (!region.ok()) return std::nullopt;
-  return std::move(*region);
+  if (!file.ok()) return none();
+  Result<MappedRegion> region =
+      file->Map(at->offset, at->size, "value of OCDBT key " + Quoted(key));
+  if (region.status().code() == StatusCode::kResourceExhausted) return region.status();
+  if (!region.ok()) return none();
+  return std::optional<MappedRegion>(std::move(*region));
 }
 
 void OcdbtReader::Prefetch(std::string_view key) const {

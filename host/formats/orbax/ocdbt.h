@@ -66,7 +66,7 @@ class OcdbtReader final : public KvStore {
   // Thread-safe.
   Result<std::string> Read(std::string_view key) const override;
   Status ReadInto(std::string_view key, ScratchBuffer& out) const override;
-  std::optional<MappedRegion> Map(std::string_view key) const override;
+  Result<std::optional<MappedRegion>> Map(std::string_view key) const override;
   Result<bool> Contains(std::string_view key) const override;
   // Always FailedPrecondition: the reader never changes a database.
   Status Write(std::string_view key, std::string_view value) override;

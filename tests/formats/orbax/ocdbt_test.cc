@@ -687,15 +687,15 @@ TEST(OcdbtWriterTest, InlineAndOutOfLineValuesRoundTrip) {
               HasSubstr("OCDBT key 'x/1' (" + (dir / data_file).string() + " at ["));
   // Values stored out of line can be decoded where they lie; the others not.
   for (const char* key : {"x/1", "y/c/0"}) {
-    const std::optional<MappedRegion> mapped = db->Map(key);
+    const std::optional<MappedRegion> mapped = ValueOrFail(db->Map(key));
     ASSERT_TRUE(mapped.has_value()) << key;
     EXPECT_EQ(std::string(reinterpret_cast<const char*>(mapped->data()), mapped->size()),
               ValueOrFail(db->Read(key)))
         << key;
   }
-  EXPECT_FALSE(db->Map("x/0").has_value());    // inline
-  EXPECT_FALSE(db->Map("empty").has_value());  // inline, and empty
-  EXPECT_FALSE(db->Map("nope").has_value());   // no such key
+  EXPECT_FALSE(ValueOrFail(db->Map("x/0")).has_value());    // inline
+  EXPECT_FALSE(ValueOrFail(db->Map("empty")).has_value());  // inline, and empty
+  EXPECT_FALSE(ValueOrFail(db->Map("nope")).has_value());   // no such key
 
   // The manifest Orbax would write: its config, one version, statistics.
   const Manifest& manifest = db->manifest();
@@ -1043,9 +1043,9 @@ TEST_F(OcdbtCorruptionTest, ValueOffsetPastTheEndOfItsFile) {
 TEST_F(OcdbtCorruptionTest, DataFileTruncatedAfterOpeningIsNotMappedAndReadsAsDataLoss) {
   std::unique_ptr<OcdbtReader> db = OpenOrFail(dir_.path());
   ASSERT_NE(db, nullptr);
-  ASSERT_TRUE(db->Map("a/c/0").has_value());
+  ASSERT_TRUE(ValueOrFail(db->Map("a/c/0")).has_value());
   fs::resize_file(data_file_, 100);  // the value was 5000 bytes at its start
-  EXPECT_FALSE(db->Map("a/c/0").has_value());
+  EXPECT_FALSE(ValueOrFail(db->Map("a/c/0")).has_value());
   ScratchBuffer value;
   const Status read = db->ReadInto("a/c/0", value);
   EXPECT_EQ(read.code(), StatusCode::kDataLoss);
